@@ -1,0 +1,111 @@
+"""What an agent module provides (a card, an executor factory, optional Settings) and how the mesh loads one.
+
+An agent is one small module named in mesh.yaml (``module: agents.echo``)::
+
+    card = AgentCard(name=..., description=..., skills=[...])   # or card(settings) -> AgentCard
+    class Settings(BaseModel): ...                             # optional: validates `settings:`
+    def create_executor(settings) -> AgentExecutor: ...
+
+The mesh fills in everything about where and how the agent is served
+(interfaces and URLs, security schemes, protocol versions); mesh.yaml's
+``card:`` overrides the descriptive fields.
+"""
+
+from __future__ import annotations
+
+import importlib
+import traceback
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from a2a.server.agent_execution import AgentExecutor
+from a2a.types import AgentCard
+from pydantic import BaseModel, ValidationError
+
+
+class AgentModuleError(Exception):
+    """The module named in mesh.yaml cannot be used as an agent; the message says why."""
+
+
+@dataclass
+class AgentModule:
+    module: ModuleType
+
+    @property
+    def name(self) -> str:
+        return self.module.__name__
+
+    def settings(self, raw: dict[str, Any]) -> Any:
+        """``raw`` validated by the module's Settings model (a dict when it has none)."""
+        model = getattr(self.module, "Settings", None)
+        if model is None:
+            return dict(raw)
+        return model.model_validate(raw)
+
+    def card(self, settings: Any) -> AgentCard:
+        card = self.module.card
+        if callable(card) and not isinstance(card, AgentCard):
+            card = card(settings)
+        if not isinstance(card, AgentCard):
+            raise AgentModuleError(f"{self.name}.card must be an a2a.types.AgentCard (got {type(card).__name__})")
+        copy = AgentCard()
+        copy.CopyFrom(card)
+        return copy
+
+    def create_executor(self, settings: Any) -> AgentExecutor:
+        executor = self.module.create_executor(settings)
+        if not isinstance(executor, AgentExecutor):
+            raise AgentModuleError(
+                f"{self.name}.create_executor() must return an a2a AgentExecutor (got {type(executor).__name__})"
+            )
+        return executor
+
+
+def load_agent_module(path: str) -> AgentModule:
+    """Import ``path`` and check it provides ``card`` and ``create_executor``."""
+    try:
+        module = importlib.import_module(path)
+    except ModuleNotFoundError as exc:
+        if exc.name and (path == exc.name or path.startswith(exc.name + ".")):
+            raise AgentModuleError(f"cannot import {path!r}: no such module") from None
+        raise AgentModuleError(f"cannot import {path!r}: {exc}") from None
+    except Exception as exc:  # the module's own code failed: show where
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        raise AgentModuleError(
+            f"cannot import {path!r}: {type(exc).__name__}: {exc} ({where.filename}:{where.lineno})"
+        ) from None
+    missing = [name for name in ("card", "create_executor") if not hasattr(module, name)]
+    if missing:
+        raise AgentModuleError(f"{path} is not an agent module: it lacks {' and '.join(missing)} (see mesh/agent.py)")
+    settings_model = getattr(module, "Settings", None)
+    if settings_model is not None and not (isinstance(settings_model, type) and issubclass(settings_model, BaseModel)):
+        raise AgentModuleError(f"{path}.Settings must be a pydantic model")
+    return AgentModule(module)
+
+
+def settings_problems(error: ValidationError) -> list[tuple[tuple, str]]:
+    """(path inside settings, message) for each error of a Settings validation."""
+    return [(tuple(e["loc"]), e["msg"].removeprefix("Value error, ")) for e in error.errors()]
+
+
+def module_problems(config) -> list:
+    """Each local agent's module imports, provides a card and an executor, and accepts its settings."""
+    problems = []
+    for name, agent in config.local_agents().items():
+        try:
+            module = load_agent_module(agent.module)
+        except AgentModuleError as exc:
+            problems.append(config.problem(("agents", name, "module"), str(exc)))
+            continue
+        try:
+            settings = module.settings(agent.settings)
+        except ValidationError as exc:
+            for path, message in settings_problems(exc):
+                problems.append(config.problem(("agents", name, "settings", *path), message))
+            continue
+        try:
+            module.card(settings)
+        except Exception as exc:
+            problems.append(config.problem(("agents", name, "module"), f"building its card failed: {exc}"))
+    return problems

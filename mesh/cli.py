@@ -1,0 +1,384 @@
+"""The `mesh` command: up, serve, check, ls, card, send, get, cancel (every command takes -c/--config)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from mesh.config import ConfigError, MeshConfig, find_config, load_config
+
+EXIT_CONFIG = 2
+
+
+class CliError(Exception):
+    """A failure to report in one line and exit non-zero."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args) or 0
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    except CliError as exc:
+        print(f"mesh: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mesh", description="Run and talk to an A2A/MCP agent mesh.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", help="mesh file (default: $MESH_CONFIG or ./mesh.yaml)")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    def command(name: str, handler: Callable, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, parents=[common], help=help, description=help)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    sub = command("up", cmd_up, "start every local agent of the mesh, show where they are, stream their logs")
+    sub.add_argument("--only", help="comma-separated agent names to start (default: all)")
+    sub = command("serve", cmd_serve, "serve one agent in the foreground (what `mesh up` runs per agent)")
+    sub.add_argument("agent")
+    command("check", cmd_check, "validate mesh.yaml and import every agent module, without starting anything")
+    sub = command("ls", cmd_ls, "list agents, tools and graphs with their URLs and whether they answer")
+    sub.add_argument("--json", action="store_true", help="print JSON")
+    sub = command("card", cmd_card, "show an agent's card (by name or URL)")
+    sub.add_argument("agent")
+    sub.add_argument("--extended", action="store_true", help="the authenticated extended card")
+    sub.add_argument("--json", action="store_true", help="print the card as JSON")
+    sub = command("send", cmd_send, "send a message to an agent and print its answer")
+    sub.add_argument("agent")
+    sub.add_argument("text", nargs="*", help="the message text ('-' reads stdin)")
+    sub.add_argument("--data", help="a JSON value sent as a data part")
+    sub.add_argument("--stream", action="store_true", help="stream events as they happen (message/stream)")
+    sub.add_argument("--task", help="continue this task id")
+    sub.add_argument("--context", help="send within this context id")
+    sub.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (default 300)")
+    sub.add_argument("--json", action="store_true", help="print raw events as JSON lines")
+    for name, handler, help in (("get", cmd_get, "show a task"), ("cancel", cmd_cancel, "cancel a task")):
+        sub = command(name, handler, help)
+        sub.add_argument("agent")
+        sub.add_argument("task_id")
+        sub.add_argument("--json", action="store_true", help="print the task as JSON")
+    return parser
+
+
+def _config(args: argparse.Namespace, required: bool = True) -> MeshConfig | None:
+    path = find_config(args.config)
+    if not required and not path.exists():
+        return None
+    return load_config(path)
+
+
+def _check_modules(config: MeshConfig) -> None:
+    from mesh.agent import module_problems
+
+    problems = module_problems(config)
+    if problems:
+        raise ConfigError(problems)
+
+
+# -- up / serve / check -------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from mesh.logs import setup_logging
+    from mesh.serve import ServeError, serve_agent
+
+    config = _config(args)
+    setup_logging()
+    try:
+        agent = config.agent(args.agent)
+    except KeyError as exc:
+        raise CliError(exc.args[0]) from None
+    if not agent.is_local:
+        raise CliError(f"agent {args.agent} is external ({agent.url}); there is nothing to serve")
+    try:
+        asyncio.run(serve_agent(config, args.agent))
+    except ServeError as exc:
+        raise CliError(str(exc), code=3) from None
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from mesh.supervisor import Supervisor
+
+    config = _config(args)
+    _check_modules(config)
+    names = list(config.local_agents())
+    if args.only:
+        wanted = [n.strip() for n in args.only.split(",") if n.strip()]
+        unknown = [n for n in wanted if n not in names]
+        if unknown:
+            raise CliError(f"--only names no local agent: {', '.join(unknown)} (local agents: {', '.join(names)})")
+        names = wanted
+    if not names:
+        raise CliError(f"{config.path} declares no local agent to start")
+    services = [agent_service(config, name) for name in names]
+    supervisor = Supervisor(
+        services,
+        startup_timeout=config.server.startup_timeout,
+        grace=config.server.graceful_timeout + 5,
+        on_ready=lambda: ready_table(config, names),
+    )
+    return asyncio.run(supervisor.run())
+
+
+def agent_service(config: MeshConfig, name: str):
+    from mesh.supervisor import Service
+
+    agent = config.agent(name)
+    host = config.host_of(agent)
+    probe_host = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
+    scheme = "https" if agent.tls else "http"
+    probe = f"{scheme}://{f'[{probe_host}]' if ':' in probe_host else probe_host}:{agent.port}/health"
+    return Service(
+        kind="agent", name=name,
+        command=[sys.executable, "-m", "mesh", "serve", name, "-c", str(config.path)],
+        host=host, port=agent.port, ready_url=probe,
+    )
+
+
+def ready_table(config: MeshConfig, names: list[str]) -> str:
+    from mesh.console import table
+    from mesh.serve import protocols_of
+
+    rows = []
+    for name in names:
+        agent = config.agent(name)
+        skills = agent.card.skills
+        skill_ids = [s.id for s in skills] if skills is not None else _module_skill_ids(agent.module, agent.settings)
+        rows.append([name, config.url_of(name), ", ".join(protocols_of(config, name)), ", ".join(skill_ids),
+                     "bearer" if agent.auth else "none"])
+    return table(["AGENT", "URL", "PROTOCOLS", "SKILLS", "AUTH"], rows)
+
+
+def _module_skill_ids(module_path: str, raw_settings: dict) -> list[str]:
+    from mesh.agent import load_agent_module
+
+    module = load_agent_module(module_path)
+    return [s.id for s in module.card(module.settings(raw_settings)).skills]
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _config(args)
+    _check_modules(config)
+    local = list(config.local_agents())
+    external = [n for n in config.agents if n not in local]
+    print(f"{config.path}: valid: {len(local)} local agents ({', '.join(local) or 'none'}), "
+          f"{len(external)} external, {len(config.tools)} tools, {len(config.graphs)} graphs")
+    return 0
+
+
+# -- ls / card ----------------------------------------------------------------------------------
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    config = _config(args)
+    rows = asyncio.run(_probe_agents(config))
+    listing = {"mesh": config.name, "config": str(config.path), "agents": rows,
+               "tools": [{"name": n, "module": t.module, "transport": t.transport} for n, t in config.tools.items()],
+               "graphs": [{"name": n} for n in config.graphs]}
+    if args.json:
+        print(json.dumps(listing, indent=2))
+        return 0
+    from mesh.console import table
+
+    print(table(["AGENT", "KIND", "URL", "ANSWERS", "SKILLS", "AUTH"], [
+        [r["name"], r["kind"], r["url"], "yes" if r["answers"] else f"no ({r['error']})", ", ".join(r["skills"]),
+         r["auth"]] for r in rows
+    ]))
+    return 0
+
+
+async def _probe_agents(config: MeshConfig) -> list[dict[str, Any]]:
+    from mesh.client import fetch_card
+
+    async def probe(name: str) -> dict[str, Any]:
+        agent = config.agent(name)
+        row = {"name": name, "kind": "local" if agent.is_local else "external", "url": config.url_of(name),
+               "auth": "bearer" if agent.auth else "none", "answers": False, "error": None, "skills": []}
+        try:
+            async with httpx.AsyncClient(timeout=2.0, verify=False) as http:
+                card = await fetch_card(http, row["url"])
+            row["answers"] = True
+            row["skills"] = [s.id for s in card.skills]
+        except Exception as exc:
+            row["error"] = _reason(exc)
+        return row
+
+    return list(await asyncio.gather(*(probe(n) for n in config.agents)))
+
+
+def cmd_card(args: argparse.Namespace) -> int:
+    from mesh.console import to_json
+
+    card = asyncio.run(_card(args))
+    if args.json:
+        print(json.dumps(to_json(card), indent=2))
+        return 0
+    print(_describe_card(card))
+    return 0
+
+
+async def _card(args: argparse.Namespace):
+    from a2a.types import GetExtendedAgentCardRequest
+
+    from mesh.client import fetch_card, http_client, open_client
+
+    target = _target(args)
+    async with http_client(target.token) as http:
+        card = await _call(target, fetch_card(http, target.url))
+        if not args.extended:
+            return card
+        if not card.capabilities.extended_agent_card:
+            raise CliError(f"{target.name} has no extended card (its card does not offer one)")
+        client = await open_client(http, card, streaming=False)
+        return await _call(target, client.get_extended_agent_card(GetExtendedAgentCardRequest()))
+
+
+def _describe_card(card) -> str:
+    lines = [f"{card.name} {card.version}", f"  {card.description}"]
+    for interface in card.supported_interfaces:
+        lines.append(f"  {interface.protocol_binding:<9} {interface.protocol_version:<4} {interface.url}")
+    caps = [name for name in ("streaming", "push_notifications", "extended_agent_card") if getattr(card.capabilities, name)]
+    lines.append(f"  capabilities: {', '.join(caps) or 'none'}")
+    if card.security_schemes:
+        lines.append(f"  security: {', '.join(card.security_schemes)}")
+    lines.append(f"  input: {', '.join(card.default_input_modes)}; output: {', '.join(card.default_output_modes)}")
+    for skill in card.skills:
+        lines.append(f"  skill {skill.id}: {skill.name}: {skill.description}")
+        for example in skill.examples:
+            lines.append(f"    e.g. {example}")
+    return "\n".join(lines)
+
+
+# -- send / get / cancel ------------------------------------------------------------------------
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    text = " ".join(args.text)
+    if text == "-":
+        text = sys.stdin.read()
+    data = None
+    if args.data is not None:
+        try:
+            data = json.loads(args.data)
+        except json.JSONDecodeError as exc:
+            raise CliError(f"--data is not JSON: {exc}") from None
+    if not text and data is None:
+        raise CliError("nothing to send: give a text or --data")
+    return asyncio.run(_send(args, text, data))
+
+
+async def _send(args: argparse.Namespace, text: str, data: Any) -> int:
+    from a2a.types import TaskState
+
+    from mesh.client import fetch_card, http_client, open_client, send_request, user_message
+    from mesh.console import describe_event, to_json
+
+    target = _target(args)
+    message = user_message(text or None, data, task_id=args.task, context_id=args.context)
+    final_state = None
+    async with http_client(target.token, timeout=args.timeout) as http:
+        card = await _call(target, fetch_card(http, target.url))
+        client = await open_client(http, card, streaming=args.stream)
+
+        async def consume() -> None:
+            nonlocal final_state
+            async for event in client.send_message(send_request(message)):
+                if args.json:
+                    print(json.dumps(to_json(event)), flush=True)
+                else:
+                    print(describe_event(event), flush=True)
+                kind = event.WhichOneof("payload")
+                if kind == "task":
+                    final_state = event.task.status.state
+                elif kind == "status_update":
+                    final_state = event.status_update.status.state
+
+        await _call(target, consume())
+    failed = {TaskState.TASK_STATE_FAILED, TaskState.TASK_STATE_REJECTED, TaskState.TASK_STATE_CANCELED}
+    return 1 if final_state in failed else 0
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    from a2a.types import GetTaskRequest
+
+    return asyncio.run(_task_call(args, lambda client: client.get_task(GetTaskRequest(id=args.task_id))))
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from a2a.types import CancelTaskRequest
+
+    return asyncio.run(_task_call(args, lambda client: client.cancel_task(CancelTaskRequest(id=args.task_id))))
+
+
+async def _task_call(args: argparse.Namespace, call: Callable) -> int:
+    from mesh.client import fetch_card, http_client, open_client
+    from mesh.console import describe_task, to_json
+
+    target = _target(args)
+    async with http_client(target.token) as http:
+        card = await _call(target, fetch_card(http, target.url))
+        client = await open_client(http, card, streaming=False)
+        task = await _call(target, call(client))
+    print(json.dumps(to_json(task), indent=2) if args.json else describe_task(task))
+    return 0
+
+
+# -- shared -------------------------------------------------------------------------------------
+
+
+def _target(args: argparse.Namespace):
+    from mesh.client import resolve_target
+
+    config = None
+    if not args.agent.startswith(("http://", "https://")):
+        config = _config(args)
+    try:
+        return resolve_target(config, args.agent)
+    except KeyError as exc:
+        raise CliError(exc.args[0]) from None
+
+
+async def _call(target, awaitable):
+    """Await an A2A call, turning transport and protocol failures into one readable line."""
+    from a2a.utils.errors import A2AError
+
+    try:
+        return await awaitable
+    except A2AError as exc:
+        raise CliError(f"{target.name}: {type(exc).__name__}: {getattr(exc, 'message', None) or exc}") from None
+    except httpx.HTTPError as exc:
+        raise CliError(f"cannot reach {target.name} at {target.url}: {_reason(exc)}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.ConnectError) or "Connection refused" in text or "connection refused" in text.lower():
+        return "connection refused (is `mesh up` running?)"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and cause is not exc and not str(exc):
+        return _reason(cause)
+    return text

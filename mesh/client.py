@@ -1,0 +1,73 @@
+"""A2A clients over HTTP/2 for the CLI and the coordinator: resolve an agent by name or URL, then call it."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from a2a.client import A2ACardResolver, ClientConfig, create_client
+from a2a.client.client import Client
+from a2a.helpers import new_data_part, new_text_part
+from a2a.types import AgentCard, Message, Part, Role, SendMessageRequest
+
+from mesh.config import MeshConfig
+
+
+@dataclass
+class Target:
+    """An agent to talk to: where it is and the token it wants (if any)."""
+
+    name: str
+    url: str
+    token: str | None = None
+
+
+def resolve_target(config: MeshConfig | None, name_or_url: str) -> Target:
+    """An agent of mesh.yaml by name, or any A2A agent by URL."""
+    if name_or_url.startswith(("http://", "https://")):
+        return Target(name_or_url, name_or_url.rstrip("/"))
+    if config is None:
+        raise KeyError(f"{name_or_url!r} is not a URL and no mesh.yaml was loaded")
+    agent = config.agent(name_or_url)
+    return Target(name_or_url, config.url_of(name_or_url), config.token_of(agent))
+
+
+def http_client(token: str | None = None, timeout: float | None = 60.0, verify: Any = True) -> httpx.AsyncClient:
+    """An httpx client that speaks HTTP/2 only: h2c with prior knowledge on http://, ALPN h2 on https://."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.AsyncClient(
+        http1=False, http2=True, headers=headers, verify=verify,
+        timeout=httpx.Timeout(timeout, connect=10.0),
+        limits=httpx.Limits(max_connections=20, max_keepalive_connections=20),
+    )
+
+
+async def fetch_card(http: httpx.AsyncClient, url: str) -> AgentCard:
+    return await A2ACardResolver(http, url).get_agent_card()
+
+
+async def open_client(http: httpx.AsyncClient, card: AgentCard, streaming: bool) -> Client:
+    return await create_client(card, ClientConfig(streaming=streaming, httpx_client=http))
+
+
+def user_message(text: str | None = None, data: Any = None, task_id: str | None = None,
+                 context_id: str | None = None, metadata: dict | None = None) -> Message:
+    parts: list[Part] = []
+    if text:
+        parts.append(new_text_part(text))
+    if data is not None:
+        parts.append(new_data_part(data))
+    message = Message(role=Role.ROLE_USER, message_id=str(uuid.uuid4()), parts=parts)
+    if task_id:
+        message.task_id = task_id
+    if context_id:
+        message.context_id = context_id
+    if metadata:
+        message.metadata.update(metadata)
+    return message
+
+
+def send_request(message: Message) -> SendMessageRequest:
+    return SendMessageRequest(message=message)

@@ -1,0 +1,108 @@
+"""Terminal output for the CLI: plain tables, optional colour, readable A2A events."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from a2a.types import Artifact, Message, Part, StreamResponse, Task, TaskState
+from google.protobuf.json_format import MessageToDict
+
+_COLOURS = [36, 35, 33, 32, 34, 31, 96, 95, 93, 92, 94, 91]
+
+
+def use_colour(stream: TextIO = sys.stdout) -> bool:
+    return stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+
+
+def paint(text: str, code: int, stream: TextIO = sys.stdout) -> str:
+    return f"\033[{code}m{text}\033[0m" if use_colour(stream) else text
+
+
+def colour_for(index: int) -> int:
+    return _COLOURS[index % len(_COLOURS)]
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(h) for h in headers], *[[("" if c is None else str(c)) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = []
+    for index, row in enumerate(cells):
+        lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+        if index == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def state_name(state: int) -> str:
+    """TASK_STATE_INPUT_REQUIRED -> input-required."""
+    return TaskState.Name(state).removeprefix("TASK_STATE_").lower().replace("_", "-")
+
+
+def part_text(part: Part) -> str:
+    kind = part.WhichOneof("content")
+    if kind == "text":
+        return part.text
+    if kind == "data":
+        return json.dumps(plain_numbers(MessageToDict(part.data)), ensure_ascii=False)
+    if kind == "url":
+        return part.url
+    if kind == "raw":
+        return f"<{len(part.raw)} bytes {part.media_type or ''}>".strip()
+    return ""
+
+
+def plain_numbers(value: Any) -> Any:
+    """Protobuf keeps JSON numbers as doubles: show 3.0 as 3 again."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: plain_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain_numbers(v) for v in value]
+    return value
+
+
+def parts_text(parts: Sequence[Part]) -> str:
+    return "\n".join(t for t in (part_text(p) for p in parts) if t)
+
+
+def describe_message(message: Message) -> str:
+    return parts_text(message.parts)
+
+
+def describe_artifact(artifact: Artifact) -> str:
+    return f"artifact {artifact.name or artifact.artifact_id}: {parts_text(artifact.parts)}"
+
+
+def describe_task(task: Task) -> str:
+    lines = [f"task {task.id} [{state_name(task.status.state)}]"]
+    if task.status.HasField("message") and task.status.message.parts:
+        lines.append(f"  status: {describe_message(task.status.message)}")
+    for artifact in task.artifacts:
+        lines.append("  " + describe_artifact(artifact).replace("\n", "\n    "))
+    return "\n".join(lines)
+
+
+def describe_event(event: StreamResponse) -> str:
+    kind = event.WhichOneof("payload")
+    if kind == "task":
+        return describe_task(event.task)
+    if kind == "message":
+        return f"message: {describe_message(event.message)}"
+    if kind == "status_update":
+        update = event.status_update
+        text = describe_message(update.status.message) if update.status.HasField("message") else ""
+        return f"[{state_name(update.status.state)}] {text}".rstrip()
+    if kind == "artifact_update":
+        update = event.artifact_update
+        suffix = " (appended)" if update.append else ""
+        return describe_artifact(update.artifact) + suffix
+    return str(event)
+
+
+def to_json(message: Any) -> dict:
+    return MessageToDict(message, preserving_proto_field_name=False)

@@ -1,0 +1,242 @@
+"""One agent of mesh.yaml -> an A2A Starlette app -> hypercorn on one port (HTTP/1.1, h2c, h2 over TLS)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import signal
+import time
+from typing import Any
+
+from a2a.server.request_handlers import DefaultRequestHandler
+from a2a.server.routes import create_agent_card_routes, create_rest_routes
+from a2a.types import (
+    AgentCard,
+    AgentInterface,
+    AgentProvider,
+    AgentSkill,
+    HTTPAuthSecurityScheme,
+    SecurityRequirement,
+    SecurityScheme,
+    StringList,
+)
+from hypercorn.asyncio.run import worker_serve
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.utils import wrap_app
+from pydantic import ValidationError
+from sse_starlette.sse import AppStatus
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from mesh.agent import AgentModuleError, load_agent_module
+from mesh.config import MeshConfig, SkillConfig
+from mesh.jsonrpc import create_jsonrpc_route
+from mesh.middleware import BearerAuth, BodyLimit, RequestLog
+from mesh.store import open_task_store
+
+log = logging.getLogger("mesh.serve")
+
+CARD_PATH = "/.well-known/agent-card.json"
+LEGACY_CARD_PATH = "/.well-known/agent.json"
+HEALTH_PATH = "/health"
+PROTOCOL_VERSIONS = ("1.0", "0.3")
+BINDINGS = ("JSONRPC", "HTTP+JSON")
+
+
+class ServeError(Exception):
+    """The agent cannot be served; the message says which agent and why."""
+
+
+class PortInUse(ServeError):
+    pass
+
+
+def build_cards(config: MeshConfig, name: str, card: AgentCard) -> tuple[AgentCard, AgentCard | None]:
+    """The public card (and the extended one when auth is on), with the URLs the agent is served at."""
+    agent = config.agent(name)
+    overrides = agent.card
+    for field in ("name", "description", "version", "documentation_url", "icon_url"):
+        value = getattr(overrides, field)
+        if value is not None:
+            setattr(card, field, value)
+    if overrides.provider:
+        card.provider.CopyFrom(AgentProvider(organization=overrides.provider.organization, url=overrides.provider.url))
+    if overrides.skills is not None:
+        del card.skills[:]
+        card.skills.extend(_skill(s) for s in overrides.skills)
+    card.name = card.name or name
+    card.description = card.description or f"The {name} agent"
+    card.version = card.version or "1.0.0"
+    if not card.default_input_modes:
+        card.default_input_modes.append("text/plain")
+    if not card.default_output_modes:
+        card.default_output_modes.append("text/plain")
+    url = config.url_of(name)
+    del card.supported_interfaces[:]
+    for version in PROTOCOL_VERSIONS:
+        for binding in BINDINGS:
+            card.supported_interfaces.append(AgentInterface(url=url, protocol_binding=binding, protocol_version=version))
+    if not agent.auth:
+        card.capabilities.extended_agent_card = False
+        return card, None
+    card.security_schemes["bearer"].CopyFrom(
+        SecurityScheme(http_auth_security_scheme=HTTPAuthSecurityScheme(
+            scheme="Bearer", description="A token given by the mesh's operator",
+        ))
+    )
+    del card.security_requirements[:]
+    card.security_requirements.append(SecurityRequirement(schemes={"bearer": StringList()}))
+    card.capabilities.extended_agent_card = True
+    extended = AgentCard()
+    extended.CopyFrom(card)
+    extended.skills.extend(_skill(s) for s in overrides.extended_skills)
+    return card, extended
+
+
+def protocols_of(config: MeshConfig, name: str) -> list[str]:
+    """How clients can talk to the agent, for logs and tables."""
+    agent = config.agent(name)
+    if not agent.is_local:
+        return ["see its card"]
+    transports = ["h2+TLS", "http/1.1+TLS"] if agent.tls else ["http/1.1", "h2c"]
+    return [*transports, "JSON-RPC 1.0+0.3", "REST"]
+
+
+def _skill(skill: SkillConfig) -> AgentSkill:
+    return AgentSkill(
+        id=skill.id, name=skill.name, description=skill.description or skill.name,
+        tags=skill.tags or [skill.id], examples=skill.examples,
+        input_modes=skill.input_modes, output_modes=skill.output_modes,
+    )
+
+
+def build_app(config: MeshConfig, name: str) -> Starlette:
+    """The Starlette app of agent ``name``: card, health, JSON-RPC (1.0 + 0.3) and REST, with the mesh's middleware."""
+    agent = config.agent(name)
+    if not agent.is_local:
+        raise ServeError(f"agent {name} is external ({agent.url}); only local agents are served")
+    try:
+        module = load_agent_module(agent.module)
+        settings = module.settings(agent.settings)
+        public_card, extended_card = build_cards(config, name, module.card(settings))
+        executor = module.create_executor(settings)
+    except AgentModuleError as exc:
+        raise ServeError(f"agent {name}: {exc}") from None
+    except ValidationError as exc:
+        raise ServeError(f"agent {name}: settings: {exc}") from None
+
+    store, close_store = open_task_store(config, name)
+    handler = DefaultRequestHandler(
+        agent_executor=executor,
+        task_store=store,
+        agent_card=public_card,
+        extended_agent_card=extended_card,
+    )
+    started = time.time()
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "agent": name, "uptime_s": round(time.time() - started, 1)})
+
+    grace = max(config.server.graceful_timeout - 1.0, 0.5)
+    routes = [
+        Route(HEALTH_PATH, health, methods=["GET"]),
+        *create_agent_card_routes(public_card, card_url=CARD_PATH),
+        *create_agent_card_routes(public_card, card_url=LEGACY_CARD_PATH),
+        create_jsonrpc_route(handler, shutdown_grace_period=grace),
+        *create_rest_routes(handler, enable_v0_3_compat=True, shutdown_grace_period=grace),
+    ]
+    middleware = [Middleware(RequestLog)]
+    if agent.auth:
+        middleware.append(Middleware(
+            BearerAuth, token=config.token_of(agent), realm=name,
+            public_paths=(CARD_PATH, LEGACY_CARD_PATH, HEALTH_PATH),
+        ))
+    middleware.append(Middleware(BodyLimit, limit=config.body_limit_of(agent)))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        await store.initialize()
+        log.info("agent %s ready at %s (%s)", name, config.url_of(name), ", ".join(protocols_of(config, name)))
+        try:
+            yield
+        finally:
+            await handler.aclose()
+            await close_store()
+
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+
+
+async def serve_asgi(
+    app: Any,
+    *,
+    what: str,
+    host: str,
+    port: int,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+    graceful_timeout: float = 10.0,
+    keep_alive_max_requests: int = 1_000_000_000,
+) -> None:
+    """Serve ``app`` with hypercorn on host:port until SIGINT/SIGTERM, then finish in-flight requests.
+
+    HTTP/1.1 and h2c (prior knowledge and upgrade) share the port; with a
+    certificate and key it is TLS with ALPN offering h2 and http/1.1.
+    ``what`` names the server in errors ("agent echo").
+    """
+    config = HypercornConfig()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    if certfile and keyfile:
+        config.certfile, config.keyfile = certfile, keyfile
+    config.graceful_timeout = graceful_timeout
+    config.keep_alive_max_requests = keep_alive_max_requests
+    config.keep_alive_timeout = 75.0
+    config.h2_max_concurrent_streams = 1000
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    try:
+        sockets = config.create_sockets()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(f"{what}: port {port} on {host} is already in use") from None
+        raise ServeError(f"{what}: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def shutdown_trigger() -> None:
+        await stop.wait()
+        log.info("%s: shutting down (in-flight requests get up to %.0fs)", what, graceful_timeout)
+        AppStatus.should_exit = True  # lets open SSE streams finish within their grace period
+
+    try:
+        await worker_serve(wrap_app(app, config.wsgi_max_body_size, "asgi"), config,
+                           sockets=sockets, shutdown_trigger=shutdown_trigger)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
+            sock.close()
+
+
+async def serve_agent(config: MeshConfig, name: str) -> None:
+    """Serve one local agent of ``config`` until a signal stops it."""
+    agent = config.agent(name)
+    app = build_app(config, name)
+    tls = agent.tls
+    await serve_asgi(
+        app,
+        what=f"agent {name}",
+        host=config.host_of(agent),
+        port=agent.port,
+        certfile=str(config.base_dir / tls.cert) if tls else None,
+        keyfile=str(config.base_dir / tls.key) if tls else None,
+        graceful_timeout=config.server.graceful_timeout,
+        keep_alive_max_requests=config.server.keep_alive_max_requests,
+    )
