@@ -18,7 +18,7 @@ from a2a.helpers import get_data_parts, get_message_text, new_data_part, new_tex
 from a2a.server.agent_execution import RequestContext
 from a2a.server.tasks import TaskUpdater
 from a2a.types import AgentCapabilities, AgentCard, AgentSkill, TaskState
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from mesh.executor import AgentFailure, TaskAgent
 
@@ -46,6 +46,8 @@ card = AgentCard(
 
 
 class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     max_limit: int = Field(10**11, ge=10, description="largest limit the agent accepts")
     default_limit: int = Field(10**7, ge=10)
     segment_numbers: int = Field(1 << 21, ge=1 << 10, description="integers sieved per segment")

@@ -14,8 +14,10 @@ The mesh fills in everything about where and how the agent is served
 from __future__ import annotations
 
 import importlib
+import sys
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -62,19 +64,22 @@ class AgentModule:
         return executor
 
 
-def load_agent_module(path: str) -> AgentModule:
-    """Import ``path`` and check it provides ``card`` and ``create_executor``."""
+def load_agent_module(path: str, search_dir: Path | None = None) -> AgentModule:
+    """Import ``path`` and check it provides ``card`` and ``create_executor``.
+
+    ``search_dir`` (mesh.yaml's directory) goes on sys.path first, so an
+    agent can be a plain module next to mesh.yaml, with no packaging.
+    """
+    if search_dir is not None and str(search_dir) not in sys.path:
+        sys.path.insert(0, str(search_dir))
     try:
         module = importlib.import_module(path)
     except ModuleNotFoundError as exc:
         if exc.name and (path == exc.name or path.startswith(exc.name + ".")):
             raise AgentModuleError(f"cannot import {path!r}: no such module") from None
-        raise AgentModuleError(f"cannot import {path!r}: {exc}") from None
+        raise AgentModuleError(f"cannot import {path!r}: {describe_exception(exc)}") from None
     except Exception as exc:  # the module's own code failed: show where
-        where = traceback.extract_tb(exc.__traceback__)[-1]
-        raise AgentModuleError(
-            f"cannot import {path!r}: {type(exc).__name__}: {exc} ({where.filename}:{where.lineno})"
-        ) from None
+        raise AgentModuleError(f"cannot import {path!r}: {describe_exception(exc)}") from None
     missing = [name for name in ("card", "create_executor") if not hasattr(module, name)]
     if missing:
         raise AgentModuleError(f"{path} is not an agent module: it lacks {' and '.join(missing)} (see mesh/agent.py)")
@@ -84,9 +89,21 @@ def load_agent_module(path: str) -> AgentModule:
     return AgentModule(module)
 
 
+def describe_exception(exc: BaseException) -> str:
+    """'ErrorType: message (file:line)', the line being the innermost frame of the failure."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    frames = [f for f in frames if "importlib" not in f.filename] or frames
+    where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
 def settings_problems(error: ValidationError) -> list[tuple[tuple, str]]:
     """(path inside settings, message) for each error of a Settings validation."""
-    return [(tuple(e["loc"]), e["msg"].removeprefix("Value error, ")) for e in error.errors()]
+    problems = []
+    for e in error.errors():
+        message = f"unknown key {e['loc'][-1]!r}" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
+        problems.append((tuple(e["loc"]), message))
+    return problems
 
 
 def module_problems(config) -> list:
@@ -94,7 +111,7 @@ def module_problems(config) -> list:
     problems = []
     for name, agent in config.local_agents().items():
         try:
-            module = load_agent_module(agent.module)
+            module = load_agent_module(agent.module, config.base_dir)
         except AgentModuleError as exc:
             problems.append(config.problem(("agents", name, "module"), str(exc)))
             continue

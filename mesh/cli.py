@@ -16,6 +16,13 @@ from mesh.config import ConfigError, MeshConfig, find_config, load_config
 EXIT_CONFIG = 2
 
 
+def _settled_states() -> set[int]:
+    from a2a.types import TaskState
+
+    return {TaskState.TASK_STATE_COMPLETED, TaskState.TASK_STATE_FAILED, TaskState.TASK_STATE_REJECTED,
+            TaskState.TASK_STATE_CANCELED, TaskState.TASK_STATE_INPUT_REQUIRED, TaskState.TASK_STATE_AUTH_REQUIRED}
+
+
 class CliError(Exception):
     """A failure to report in one line and exit non-zero."""
 
@@ -154,6 +161,7 @@ def agent_service(config: MeshConfig, name: str):
         kind="agent", name=name,
         command=[sys.executable, "-m", "mesh", "serve", name, "-c", str(config.path)],
         host=host, port=agent.port, ready_url=probe,
+        cwd=str(config.base_dir),  # module paths resolve next to mesh.yaml, as `mesh check` resolves them
     )
 
 
@@ -165,16 +173,16 @@ def ready_table(config: MeshConfig, names: list[str]) -> str:
     for name in names:
         agent = config.agent(name)
         skills = agent.card.skills
-        skill_ids = [s.id for s in skills] if skills is not None else _module_skill_ids(agent.module, agent.settings)
+        skill_ids = [s.id for s in skills] if skills is not None else _module_skill_ids(agent.module, agent.settings, config.base_dir)
         rows.append([name, config.url_of(name), ", ".join(protocols_of(config, name)), ", ".join(skill_ids),
                      "bearer" if agent.auth else "none"])
     return table(["AGENT", "URL", "PROTOCOLS", "SKILLS", "AUTH"], rows)
 
 
-def _module_skill_ids(module_path: str, raw_settings: dict) -> list[str]:
+def _module_skill_ids(module_path: str, raw_settings: dict, config_dir) -> list[str]:
     from mesh.agent import load_agent_module
 
-    module = load_agent_module(module_path)
+    module = load_agent_module(module_path, config_dir)
     return [s.id for s in module.card(module.settings(raw_settings)).skills]
 
 
@@ -222,7 +230,7 @@ async def _probe_agents(config: MeshConfig) -> list[dict[str, Any]]:
             row["answers"] = True
             row["skills"] = [s.id for s in card.skills]
         except Exception as exc:
-            row["error"] = _reason(exc)
+            row["error"] = _reason(_transport_error(exc) or exc)
         return row
 
     return list(await asyncio.gather(*(probe(n) for n in config.agents)))
@@ -290,32 +298,36 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 async def _send(args: argparse.Namespace, text: str, data: Any) -> int:
-    from a2a.types import TaskState
+    from a2a.types import GetTaskRequest, TaskState
 
     from mesh.client import fetch_card, http_client, open_client, send_request, user_message
-    from mesh.console import describe_event, to_json
+    from mesh.console import describe_event, state_name, to_json
 
     target = _target(args)
     message = user_message(text or None, data, task_id=args.task, context_id=args.context)
-    final_state = None
+    final_state = task_id = None
     async with http_client(target.token, timeout=args.timeout) as http:
         card = await _call(target, fetch_card(http, target.url))
         client = await open_client(http, card, streaming=args.stream)
 
         async def consume() -> None:
-            nonlocal final_state
+            nonlocal final_state, task_id
             async for event in client.send_message(send_request(message)):
-                if args.json:
-                    print(json.dumps(to_json(event)), flush=True)
-                else:
-                    print(describe_event(event), flush=True)
+                print(json.dumps(to_json(event)) if args.json else describe_event(event), flush=True)
                 kind = event.WhichOneof("payload")
                 if kind == "task":
-                    final_state = event.task.status.state
+                    final_state, task_id = event.task.status.state, event.task.id
                 elif kind == "status_update":
-                    final_state = event.status_update.status.state
+                    final_state, task_id = event.status_update.status.state, event.status_update.task_id
 
         await _call(target, consume())
+        if task_id and final_state not in _settled_states():
+            # A stream may end before its last state reaches it (e.g. a cancel
+            # from elsewhere); the task itself has the final word.
+            task = await _call(target, client.get_task(GetTaskRequest(id=task_id, history_length=0)))
+            final_state = task.status.state
+            if not args.json:
+                print(f"task {task_id} is {state_name(final_state)}")
     failed = {TaskState.TASK_STATE_FAILED, TaskState.TASK_STATE_REJECTED, TaskState.TASK_STATE_CANCELED}
     return 1 if final_state in failed else 0
 
@@ -366,15 +378,33 @@ async def _call(target, awaitable):
 
     try:
         return await awaitable
-    except A2AError as exc:
-        raise CliError(f"{target.name}: {type(exc).__name__}: {getattr(exc, 'message', None) or exc}") from None
-    except httpx.HTTPError as exc:
-        raise CliError(f"cannot reach {target.name} at {target.url}: {_reason(exc)}") from None
+    except (A2AError, httpx.HTTPError) as exc:
+        transport = _transport_error(exc)
+        if transport is not None:
+            where = target.url if target.name == target.url else f"{target.name} at {target.url}"
+            raise CliError(f"cannot reach {where}: {_reason(transport)}") from None
+        text = getattr(exc, "message", None) or str(exc)
+        if "401" in text:
+            hint = ("set MESH_TOKEN to its bearer token" if target.name == target.url
+                    else "its token comes from the variable named in mesh.yaml (auth.bearer_token)")
+            raise CliError(f"{target.name} refused the call: it needs a valid bearer token ({hint})") from None
+        raise CliError(f"{target.name}: {type(exc).__name__}: {text.splitlines()[0]}") from None
+
+
+def _transport_error(exc: BaseException) -> httpx.TransportError | None:
+    """The connection-level failure behind ``exc``, if that is what it is."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, httpx.TransportError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _reason(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
-    if isinstance(exc, httpx.ConnectError) or "Connection refused" in text or "connection refused" in text.lower():
+    if isinstance(exc, httpx.ConnectError):
         return "connection refused (is `mesh up` running?)"
     if isinstance(exc, httpx.TimeoutException):
         return "timed out"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -25,9 +26,9 @@ class Target:
 
 
 def resolve_target(config: MeshConfig | None, name_or_url: str) -> Target:
-    """An agent of mesh.yaml by name, or any A2A agent by URL."""
+    """An agent of mesh.yaml by name (its token from mesh.yaml), or any A2A agent by URL (token from $MESH_TOKEN)."""
     if name_or_url.startswith(("http://", "https://")):
-        return Target(name_or_url, name_or_url.rstrip("/"))
+        return Target(name_or_url, name_or_url.rstrip("/"), os.environ.get("MESH_TOKEN") or None)
     if config is None:
         raise KeyError(f"{name_or_url!r} is not a URL and no mesh.yaml was loaded")
     agent = config.agent(name_or_url)

@@ -273,7 +273,7 @@ def _in_file_order(problems: list[SourceProblem]) -> list[SourceProblem]:
 
 
 def _problem_from_pydantic(source: YamlSource, error: dict) -> SourceProblem:
-    loc = tuple(error["loc"])
+    loc = tuple(part for part in error["loc"] if part != "[key]")  # pydantic's marker for a bad dict key
     kind = error["type"]
     if kind == "extra_forbidden":
         key = loc[-1]

@@ -12,7 +12,7 @@ import asyncio
 import logging
 from abc import abstractmethod
 
-from a2a.helpers import new_task_from_user_message, new_text_message, new_text_part
+from a2a.helpers import new_task_from_user_message, new_text_part
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.events import EventQueue
 from a2a.server.tasks import TaskUpdater
@@ -26,7 +26,7 @@ class AgentFailure(Exception):
 
 class TaskAgent(AgentExecutor):
     def __init__(self) -> None:
-        self._running: dict[str, asyncio.Task] = {}
+        self._running: dict[str, _Run] = {}
 
     @abstractmethod
     async def work(self, request: RequestContext, task: TaskUpdater) -> None:
@@ -39,14 +39,17 @@ class TaskAgent(AgentExecutor):
             await event_queue.enqueue_event(task)
         updater = TaskUpdater(event_queue, task.id, task.context_id)
         await updater.start_work()
-        running = asyncio.ensure_future(self.work(context, updater))
-        self._running[task.id] = running
+        run = _Run(asyncio.ensure_future(self.work(context, updater)))
+        self._running[task.id] = run
         try:
-            await running
+            await run.work
         except asyncio.CancelledError:
-            if running.cancelled() and not _current_task_cancelling():
-                return  # stopped by cancel(), which publishes the canceled state
-            running.cancel()
+            if run.work.cancelled() and not _current_task_cancelling():
+                # Stopped by cancel(): keep the event queue open until it has
+                # published the canceled state, so streaming clients see it.
+                await run.canceled.wait()
+                return
+            run.work.cancel()
             raise
         except AgentFailure as exc:
             await updater.failed(updater.new_agent_message([new_text_part(str(exc))]))
@@ -61,14 +64,43 @@ class TaskAgent(AgentExecutor):
             await updater.complete()
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
-        running = self._running.pop(context.task_id or "", None)
-        if running is not None:
-            running.cancel()
-            await asyncio.gather(running, return_exceptions=True)
-        updater = TaskUpdater(event_queue, context.task_id or "", context.context_id or "")
-        await updater.cancel(new_text_message("Canceled at the client's request."))
+        run = self._running.get(context.task_id or "")
+        if run is not None:
+            run.work.cancel()  # stop the work first: nothing may follow the terminal state
+            await asyncio.gather(run.work, return_exceptions=True)
+        try:
+            updater = TaskUpdater(event_queue, context.task_id or "", context.context_id or "")
+            await updater.cancel(updater.new_agent_message([new_text_part("Canceled at the client's request.")]))
+        finally:
+            if run is not None:
+                run.canceled.set()
+
+
+class _Run:
+    def __init__(self, work: asyncio.Future) -> None:
+        self.work = work
+        self.canceled = asyncio.Event()
 
 
 def _current_task_cancelling() -> bool:
     current = asyncio.current_task()
     return bool(current and current.cancelling())
+
+
+class RunningTasks(AgentExecutor):
+    """Wraps an executor to know which tasks this process is running, so shutdown can fail the unfinished ones."""
+
+    def __init__(self, inner: AgentExecutor) -> None:
+        self.inner = inner
+        self.task_ids: set[str] = set()
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        task_id = context.task_id or ""
+        self.task_ids.add(task_id)
+        try:
+            await self.inner.execute(context, event_queue)
+        finally:
+            self.task_ids.discard(task_id)
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        await self.inner.cancel(context, event_queue)

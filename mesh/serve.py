@@ -33,11 +33,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from mesh.agent import AgentModuleError, load_agent_module
+from mesh.agent import AgentModuleError, describe_exception, load_agent_module
 from mesh.config import MeshConfig, SkillConfig
 from mesh.jsonrpc import create_jsonrpc_route
 from mesh.middleware import BearerAuth, BodyLimit, RequestLog
-from mesh.store import open_task_store
+from mesh.executor import RunningTasks
+from mesh.store import fail_unfinished_tasks, open_task_store
 
 log = logging.getLogger("mesh.serve")
 
@@ -46,6 +47,8 @@ LEGACY_CARD_PATH = "/.well-known/agent.json"
 HEALTH_PATH = "/health"
 PROTOCOL_VERSIONS = ("1.0", "0.3")
 BINDINGS = ("JSONRPC", "HTTP+JSON")
+INTERRUPTED_BY_SHUTDOWN = "The agent shut down before this task finished; send the message again."
+INTERRUPTED_BY_RESTART = "The agent restarted before this task finished; send the message again."
 
 
 class ServeError(Exception):
@@ -121,14 +124,16 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
     if not agent.is_local:
         raise ServeError(f"agent {name} is external ({agent.url}); only local agents are served")
     try:
-        module = load_agent_module(agent.module)
+        module = load_agent_module(agent.module, config.base_dir)
         settings = module.settings(agent.settings)
         public_card, extended_card = build_cards(config, name, module.card(settings))
-        executor = module.create_executor(settings)
+        executor = RunningTasks(module.create_executor(settings))
     except AgentModuleError as exc:
         raise ServeError(f"agent {name}: {exc}") from None
     except ValidationError as exc:
         raise ServeError(f"agent {name}: settings: {exc}") from None
+    except Exception as exc:  # the agent's own card() or create_executor() failed
+        raise ServeError(f"agent {name}: {agent.module} could not start: {describe_exception(exc)}") from None
 
     store, close_store = open_task_store(config, name)
     handler = DefaultRequestHandler(
@@ -161,11 +166,21 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
         await store.initialize()
+        if not config.state.database:
+            # The SQLite file is this agent's alone: anything left unfinished
+            # belongs to a previous process of it that died.
+            stale = await fail_unfinished_tasks(store, INTERRUPTED_BY_RESTART)
+            if stale:
+                log.warning("agent %s: marked %d unfinished tasks of a previous run as failed", name, len(stale))
         log.info("agent %s ready at %s (%s)", name, config.url_of(name), ", ".join(protocols_of(config, name)))
         try:
             yield
         finally:
+            running = set(executor.task_ids)
             await handler.aclose()
+            stopped = await fail_unfinished_tasks(store, INTERRUPTED_BY_SHUTDOWN, only=running)
+            if stopped:
+                log.warning("agent %s: %d tasks were still running at shutdown and are marked failed", name, len(stopped))
             await close_store()
 
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

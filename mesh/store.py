@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 import warnings
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from a2a.server.tasks import DatabaseTaskStore
-from sqlalchemy import event
+from a2a.types import Message, Part, Role, TaskState, TaskStatus
+from sqlalchemy import event, select
 from sqlalchemy.exc import SAWarning
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -65,3 +67,35 @@ def open_task_store(config: MeshConfig, name: str) -> tuple[DatabaseTaskStore, C
         warnings.simplefilter("ignore", SAWarning)
         store = DatabaseTaskStore(engine, create_table=True, table_name=table_name(name))
     return store, engine.dispose
+
+
+UNFINISHED_STATES = ("TASK_STATE_SUBMITTED", "TASK_STATE_WORKING", "submitted", "working")
+
+
+async def fail_unfinished_tasks(store: DatabaseTaskStore, reason: str, only: set[str] | None = None) -> list[str]:
+    """Mark tasks left submitted/working as failed with ``reason``; return their ids.
+
+    A task whose agent process stopped will never finish; leaving it
+    'working' would keep clients polling forever. ``only`` limits the sweep to
+    the given task ids (the ones this process ran).
+    """
+    await store.initialize()
+    model = store.task_model
+    failed = []
+    async with store.async_session_maker.begin() as session:
+        query = select(model).where(model.status["state"].as_string().in_(UNFINISHED_STATES))
+        if only is not None:
+            if not only:
+                return []
+            query = query.where(model.id.in_(sorted(only)))
+        for row in (await session.execute(query)).scalars().all():
+            task = store._from_orm(row)
+            task.status.CopyFrom(TaskStatus(
+                state=TaskState.TASK_STATE_FAILED,
+                message=Message(message_id=str(uuid.uuid4()), role=Role.ROLE_AGENT, task_id=task.id,
+                                context_id=task.context_id, parts=[Part(text=reason)]),
+            ))
+            task.status.timestamp.GetCurrentTime()
+            await session.merge(store._to_orm(task, row.owner))
+            failed.append(task.id)
+    return failed

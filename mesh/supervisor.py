@@ -40,6 +40,7 @@ class Service:
     port: int | None
     ready_url: str | None
     env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
     process: asyncio.subprocess.Process | None = None
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
 
@@ -134,7 +135,8 @@ class Supervisor:
             env = {**os.environ, "PYTHONUNBUFFERED": "1", **service.env}
             service.process = await asyncio.create_subprocess_exec(
                 *service.command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT, env=env, start_new_session=True, preexec_fn=_die_with_parent,
+                stderr=asyncio.subprocess.STDOUT, env=env, cwd=service.cwd, start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
             self._pumps.append(asyncio.create_task(self._pump(service)))
         async with httpx.AsyncClient(timeout=2.0, verify=False) as http:

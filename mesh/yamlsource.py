@@ -96,9 +96,13 @@ def parse_yaml(text: str, name: str, environ: dict[str, str]) -> YamlSource:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
+        # The context mark is where the broken construct starts (an unclosed
+        # bracket), which is where the fix goes; the problem mark may be at EOF.
+        mark = exc.context_mark or exc.problem_mark
         line = mark.line + 1 if mark else None
         reason = " ".join(part for part in (exc.context, exc.problem) if part)
+        if exc.context_mark and exc.problem_mark and exc.problem_mark.line != exc.context_mark.line:
+            reason += f" (at line {exc.problem_mark.line + 1})"
         raise YamlSourceError([SourceProblem(name, line, (), f"YAML syntax error: {reason}")]) from None
     except yaml.YAMLError as exc:
         raise YamlSourceError([SourceProblem(name, None, (), f"YAML error: {exc}")]) from None
