@@ -38,6 +38,7 @@ from mesh.config import MeshConfig, SkillConfig
 from mesh.jsonrpc import create_jsonrpc_route
 from mesh.middleware import BearerAuth, BodyLimit, RequestLog
 from mesh.executor import RunningTasks
+from mesh.guard import GuardConfigError, guard_for_agent
 from mesh.store import fail_unfinished_tasks, open_task_store
 
 log = logging.getLogger("mesh.serve")
@@ -127,11 +128,15 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
         module = load_agent_module(agent.module, config.base_dir)
         settings = module.settings(agent.settings)
         public_card, extended_card = build_cards(config, name, module.card(settings))
-        executor = RunningTasks(module.create_executor(settings))
+        # Guard hook: every agent but the guard itself runs behind mesh.yaml's guard policy (mesh/guard.py).
+        guarded, guard_client = guard_for_agent(config, name, module.create_executor(settings))
+        executor = RunningTasks(guarded)
     except AgentModuleError as exc:
         raise ServeError(f"agent {name}: {exc}") from None
     except ValidationError as exc:
         raise ServeError(f"agent {name}: settings: {exc}") from None
+    except GuardConfigError as exc:  # an invalid guard: section (mesh check reports it with file:line)
+        raise ServeError(f"agent {name}: {exc}") from None
     except Exception as exc:  # the agent's own card() or create_executor() failed
         raise ServeError(f"agent {name}: {agent.module} could not start: {describe_exception(exc)}") from None
 
@@ -182,6 +187,8 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
             if stopped:
                 log.warning("agent %s: %d tasks were still running at shutdown and are marked failed", name, len(stopped))
             await close_store()
+            if guard_client is not None:
+                await guard_client.aclose()
 
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
 

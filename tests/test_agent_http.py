@@ -246,10 +246,16 @@ def test_oversized_h2_body_without_length(mesh, tmp_path):
     big.write_text(jsonrpc("message/send", message("y" * 200_000)))
     result = curl(H2, "-w", "\n%{http_code}", mesh.primes + "/", "-H", "Content-Type: application/json",
                   "-H", "Content-Length:", "--data-binary", f"@{big}")
-    assert result.stdout.rpartition("\n")[2] == "413"
+    assert result.stdout.rpartition("\n")[2] == "413", (result.returncode, result.stderr, result.stdout[-300:])
 
 
 def test_one_log_line_per_request(mesh):
     curl_json(mesh.echo + "/", jsonrpc("tasks/get", {"id": "log-probe"}, id="probe"))
     line = mesh.wait_for('"POST / HTTP/2" 200 tasks/get')
     assert line.startswith("echo")
+
+
+def test_h2c_upgrade_from_http1(mesh):
+    # `curl --http2` on http:// starts in HTTP/1.1 with `Upgrade: h2c`; a GET is upgraded.
+    card = curl_json(mesh.echo + "/.well-known/agent-card.json", http="--http2")
+    assert card["name"] == "Echo"

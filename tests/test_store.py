@@ -1,0 +1,109 @@
+"""SQLiteTaskStore: the SDK's table and list(), with writes at once on create/settle and coalesced progress."""
+
+from a2a.auth.user import User
+from a2a.server.context import ServerCallContext
+from a2a.types import Artifact, ListTasksRequest, Part, Task, TaskState, TaskStatus
+
+from mesh.store import SQLiteTaskStore
+
+
+class Named(User):
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def user_name(self) -> str:
+        return self.name
+
+
+def task(task_id: str, state: int, text: str | None = None) -> Task:
+    t = Task(id=task_id, context_id="ctx", status=TaskStatus(state=state))
+    t.status.timestamp.GetCurrentTime()
+    if text:
+        t.artifacts.append(Artifact(artifact_id="a", name="out", parts=[Part(text=text)]))
+    return t
+
+
+ANYONE = ServerCallContext()
+
+
+async def fresh(path):
+    """A second store on the same file: what a restarted agent would read."""
+    store = SQLiteTaskStore(path, "a2a_tasks_t")
+    await store.initialize()
+    return store
+
+
+async def test_create_and_settle_are_written_at_once_progress_is_coalesced(tmp_path):
+    path = tmp_path / "t.sqlite"
+    store = await fresh(path)
+    await store.save(task("t1", TaskState.TASK_STATE_SUBMITTED), ANYONE)
+    assert (await (await fresh(path)).get("t1", ANYONE)).status.state == TaskState.TASK_STATE_SUBMITTED
+
+    await store.save(task("t1", TaskState.TASK_STATE_WORKING, "half"), ANYONE)
+    assert (await store.get("t1", ANYONE)).artifacts[0].parts[0].text == "half"  # this process sees it at once
+    reader = await fresh(path)
+    assert (await reader.get("t1", ANYONE)).status.state == TaskState.TASK_STATE_SUBMITTED  # not on disk yet
+    store.flush()
+    reader = await fresh(path)
+    assert (await reader.get("t1", ANYONE)).artifacts[0].parts[0].text == "half"
+
+    await store.save(task("t1", TaskState.TASK_STATE_COMPLETED, "all"), ANYONE)
+    done = await (await fresh(path)).get("t1", ANYONE)
+    assert done.status.state == TaskState.TASK_STATE_COMPLETED and done.artifacts[0].parts[0].text == "all"
+    await store.close()
+
+
+async def test_sdk_list_reads_what_the_fast_path_wrote(tmp_path):
+    store = await fresh(tmp_path / "t.sqlite")
+    for i in range(7):
+        await store.save(task(f"t{i}", TaskState.TASK_STATE_SUBMITTED), ANYONE)
+        if i % 2:
+            await store.save(task(f"t{i}", TaskState.TASK_STATE_WORKING), ANYONE)  # coalesced
+    page = await store.list(ListTasksRequest(page_size=5), ANYONE)  # list() flushes first
+    assert page.total_size == 7 and len(page.tasks) == 5
+    rest = await store.list(ListTasksRequest(page_size=5, page_token=page.next_page_token), ANYONE)
+    assert {t.id for t in page.tasks} | {t.id for t in rest.tasks} == {f"t{i}" for i in range(7)}
+    working = await store.list(ListTasksRequest(status=TaskState.TASK_STATE_WORKING), ANYONE)
+    assert sorted(t.id for t in working.tasks) == ["t1", "t3", "t5"]
+    await store.close()
+
+
+async def test_owners_are_kept_apart(tmp_path):
+    path = tmp_path / "t.sqlite"
+    store = await fresh(path)
+    alice, bob = ServerCallContext(user=Named("alice")), ServerCallContext(user=Named("bob"))
+    await store.save(task("secret", TaskState.TASK_STATE_COMPLETED, "alice's"), alice)
+    assert (await store.get("secret", alice)).artifacts[0].parts[0].text == "alice's"
+    assert await store.get("secret", bob) is None
+    assert await (await fresh(path)).get("secret", bob) is None
+    assert (await (await fresh(path)).get("secret", alice)) is not None
+    await store.close()
+
+
+async def test_close_writes_pending_progress(tmp_path):
+    path = tmp_path / "t.sqlite"
+    store = await fresh(path)
+    await store.save(task("t", TaskState.TASK_STATE_SUBMITTED), ANYONE)
+    await store.save(task("t", TaskState.TASK_STATE_WORKING, "progress"), ANYONE)
+    await store.close()
+    assert (await (await fresh(path)).get("t", ANYONE)).artifacts[0].parts[0].text == "progress"
+
+
+async def test_cache_is_bounded(tmp_path):
+    path = tmp_path / "t.sqlite"
+    store = SQLiteTaskStore(path, "a2a_tasks_t", cache_size=3)
+    await store.initialize()
+    for i in range(10):
+        await store.save(task(f"t{i}", TaskState.TASK_STATE_SUBMITTED), ANYONE)
+        await store.save(task(f"t{i}", TaskState.TASK_STATE_WORKING, f"p{i}"), ANYONE)  # dirty until evicted
+    assert len(store._cache) == 3
+    reader = await fresh(path)
+    for i in range(7):  # evicted ones were written on the way out
+        assert (await reader.get(f"t{i}", ANYONE)).artifacts[0].parts[0].text == f"p{i}"
+    assert (await store.get("t0", ANYONE)).artifacts[0].parts[0].text == "p0"  # read back from the file
+    await store.close()
