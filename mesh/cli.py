@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("agent")
         sub.add_argument("task_id")
         sub.add_argument("--json", action="store_true", help="print the task as JSON")
+    from mesh.guard_cli import register as register_guard
+
+    register_guard(commands, common)
     return parser
 
 
@@ -97,8 +100,9 @@ def _config(args: argparse.Namespace, required: bool = True) -> MeshConfig | Non
 
 def _check_modules(config: MeshConfig) -> None:
     from mesh.agent import module_problems
+    from mesh.guard import policy_problems
 
-    problems = module_problems(config)
+    problems = module_problems(config) + policy_problems(config)
     if problems:
         raise ConfigError(problems)
 
@@ -165,18 +169,20 @@ def agent_service(config: MeshConfig, name: str):
     )
 
 
-def ready_table(config: MeshConfig, names: list[str]) -> str:
+async def ready_table(config: MeshConfig, names: list[str]) -> str:
     from mesh.console import table
+    from mesh.guard import guard_column, guard_status
     from mesh.serve import protocols_of
 
+    guard = guard_column(config, names, await guard_status(config))
     rows = []
     for name in names:
         agent = config.agent(name)
         skills = agent.card.skills
         skill_ids = [s.id for s in skills] if skills is not None else _module_skill_ids(agent.module, agent.settings, config.base_dir)
         rows.append([name, config.url_of(name), ", ".join(protocols_of(config, name)), ", ".join(skill_ids),
-                     "bearer" if agent.auth else "none"])
-    return table(["AGENT", "URL", "PROTOCOLS", "SKILLS", "AUTH"], rows)
+                     "bearer" if agent.auth else "none", guard[name]])
+    return table(["AGENT", "URL", "PROTOCOLS", "SKILLS", "AUTH", "GUARD"], rows)
 
 
 def _module_skill_ids(module_path: str, raw_settings: dict, config_dir) -> list[str]:
@@ -200,9 +206,18 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
+    from mesh.guard import guard_column, guard_status
+
     config = _config(args)
-    rows = asyncio.run(_probe_agents(config))
-    listing = {"mesh": config.name, "config": str(config.path), "agents": rows,
+
+    async def probe():
+        return await asyncio.gather(_probe_agents(config), guard_status(config))
+
+    rows, status = asyncio.run(probe())
+    guard = guard_column(config, [r["name"] for r in rows], status)
+    for row in rows:
+        row["guard"] = guard[row["name"]]
+    listing = {"mesh": config.name, "config": str(config.path), "agents": rows, "guard": status,
                "tools": [{"name": n, "module": t.module, "transport": t.transport} for n, t in config.tools.items()],
                "graphs": [{"name": n} for n in config.graphs]}
     if args.json:
@@ -210,9 +225,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
         return 0
     from mesh.console import table
 
-    print(table(["AGENT", "KIND", "URL", "ANSWERS", "SKILLS", "AUTH"], [
+    print(table(["AGENT", "KIND", "URL", "ANSWERS", "SKILLS", "AUTH", "GUARD"], [
         [r["name"], r["kind"], r["url"], "yes" if r["answers"] else f"no ({r['error']})", ", ".join(r["skills"]),
-         r["auth"]] for r in rows
+         r["auth"], r["guard"]] for r in rows
     ]))
     return 0
 

@@ -19,7 +19,7 @@ import socket
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -76,7 +76,7 @@ def port_problem(host: str, port: int) -> str | None:
 
 class Supervisor:
     def __init__(self, services: list[Service], startup_timeout: float, grace: float,
-                 out=None, on_ready: Callable[[], str] | None = None) -> None:
+                 out=None, on_ready: Callable[[], Awaitable[str]] | None = None) -> None:
         self.services = services
         self.startup_timeout = startup_timeout
         self.grace = grace
@@ -114,7 +114,7 @@ class Supervisor:
             if self.stop.is_set():
                 return 0
             if self.on_ready:
-                self.say(self.on_ready())
+                self.say(await self.on_ready())
             self.say(f"{len(self.services)} processes running; Ctrl-C stops them all")
             return await self._watch()
         finally:

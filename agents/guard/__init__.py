@@ -1,0 +1,270 @@
+"""Guard agent: classifies a conversation (a user input, or an input with an agent's output) as safe or unsafe.
+
+Backends: Llama Guard 3 through Ollama, or the embedded classifier (MiniLM
+nearest exemplars + injection rules) when no Ollama server answers or when
+``backend: embedded`` is chosen; every verdict says which one answered.
+The skill takes a text part (checked as user input) or a data part
+``{"turns": [{"role": "user"|"assistant", "content": ...}, ...]}`` and answers
+with a message holding a readable text part and the verdict as a data part.
+A data part ``{"status": true}`` answers with the backend in use and the
+per-category counts. If no verdict can be given the task fails with the
+reason: an error is never a pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from a2a.helpers import get_data_parts, get_message_text, new_data_part, new_task_from_user_message, new_text_part
+from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.events import EventQueue
+from a2a.server.tasks import TaskUpdater
+from a2a.types import AgentCapabilities, AgentCard, AgentSkill, Message, Role
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mesh.guard import (
+    CATEGORIES,
+    VERDICT_COUNTS,
+    CachedClassifier,
+    GuardError,
+    Turn,
+    Verdict,
+    record_verdict,
+)
+
+log = logging.getLogger("agents.guard")
+
+card = AgentCard(
+    name="Guard",
+    description=(
+        "Classifies user inputs and agent outputs with Llama Guard 3 (through Ollama) or an embedded classifier: "
+        "safe or unsafe, with the violated categories (S1-S14, INJ for prompt injection)."
+    ),
+    version="1.0.0",
+    capabilities=AgentCapabilities(streaming=False),
+    default_input_modes=["text/plain", "application/json"],
+    default_output_modes=["text/plain", "application/json"],
+    skills=[
+        AgentSkill(
+            id="classify",
+            name="Classify a conversation",
+            description=(
+                "A text (a user input), or data {\"turns\": [{\"role\": \"user\", \"content\": ...}, "
+                "{\"role\": \"assistant\", \"content\": ...}]} to check an agent's output. Answers with a verdict: "
+                "safe, categories [{code, name}], check (input|output), backend (ollama|embedded), model, latency_ms. "
+                "Categories: " + ", ".join(f"{c} {n}" for c, n in CATEGORIES.items()) + "."
+            ),
+            tags=["safety", "llama-guard", "moderation", "prompt-injection"],
+            examples=["How do I kill a Python process?", '{"turns": [{"role": "user", "content": "hi"}]}'],
+        ),
+        AgentSkill(
+            id="status",
+            name="Guard status",
+            description="Data {\"status\": true}: the backend in use (and why), the model and the verdict counts per category.",
+            tags=["status"],
+            examples=['{"status": true}'],
+        ),
+    ],
+)
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["auto", "ollama", "embedded"] = Field(
+        "auto", description="auto: Llama Guard through Ollama when it answers, else the embedded classifier")
+    ollama_host: str = "http://127.0.0.1:11434"
+    model: str = "llama-guard3:1b"
+    timeout_s: float = Field(30.0, gt=0, le=600, description="the most one Ollama call may take")
+    num_predict: int = Field(20, ge=4, le=100, description="output tokens Llama Guard may use")
+    injection: bool = Field(True, description="with Ollama too, run the embedded prompt-injection check")
+    recheck_s: float = Field(30.0, gt=0, description="auto: how often to look for Ollama again while it is down")
+    cache_size: int = Field(10_000, ge=0, description="verdicts kept, keyed by a hash of the content")
+
+
+class AutoClassifier:
+    """Ollama when it answers (looked for at start and again every ``recheck_s`` while down), else embedded.
+
+    A connection that is refused or times out, or a model that is missing,
+    moves to the embedded backend with the reason in the verdict's note; an
+    answer that is not a verdict is an error in every mode.
+    """
+
+    def __init__(self, settings: Settings, ollama, embedded) -> None:
+        self.settings = settings
+        self.ollama = ollama
+        self.embedded = embedded
+        self.reason: str | None = None
+        self._use_ollama: bool | None = None
+        self._next_probe = 0.0
+        self._probing = asyncio.Lock()
+
+    async def choose(self) -> None:
+        """Probe Ollama now (at start-up and on status requests)."""
+        from agents.guard.ollama import OllamaUnreachable
+
+        async with self._probing:
+            try:
+                await self.ollama.probe()
+            except OllamaUnreachable as exc:
+                self._fall_back(str(exc))
+            else:
+                if self._use_ollama is not True:
+                    log.info("guard backend: ollama (%s at %s)", self.settings.model, self.settings.ollama_host)
+                self._use_ollama, self.reason = True, None
+
+    def _fall_back(self, reason: str) -> None:
+        if self._use_ollama is not False or reason != self.reason:
+            log.warning("guard backend: embedded, because %s", reason)
+        self._use_ollama, self.reason = False, f"auto: embedded backend because {reason}"
+        self._next_probe = time.monotonic() + self.settings.recheck_s
+
+    @property
+    def backend(self) -> str:
+        return "ollama" if self._use_ollama else "embedded"
+
+    async def classify(self, turns: Sequence[Turn]) -> Verdict:
+        from agents.guard.ollama import OllamaUnreachable
+
+        if self._use_ollama is None or (not self._use_ollama and time.monotonic() >= self._next_probe):
+            await self.choose()
+        if self._use_ollama:
+            try:
+                return await self.ollama.classify(turns)
+            except OllamaUnreachable as exc:
+                self._fall_back(str(exc))
+        verdict = await self.embedded.classify(turns)
+        return verdict.model_copy(update={"note": self.reason})
+
+    def describe(self) -> dict:
+        info = (self.ollama if self._use_ollama else self.embedded).describe()
+        return {**info, "mode": "auto", "note": self.reason}
+
+
+class WithInjectionCheck:
+    """Llama Guard has no prompt-injection category: add the embedded injection check to its verdicts."""
+
+    def __init__(self, inner, embedded) -> None:
+        self.inner = inner
+        self.embedded = embedded
+
+    async def classify(self, turns: Sequence[Turn]) -> Verdict:
+        verdict = await self.inner.classify(turns)
+        if verdict.backend != "ollama":
+            return verdict
+        from agents.guard.injection import scan
+
+        signals = await asyncio.to_thread(scan, turns[-1].content)
+        if not signals.injection:
+            return verdict
+        from mesh.guard import categories_of
+
+        codes = [*verdict.codes, "INJ"]
+        return verdict.model_copy(update={
+            "safe": False, "categories": categories_of(codes),
+            "scores": {**verdict.scores, **{f"rule:{h}": 1.0 for h in signals.hits}},
+        })
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def create_classifier(settings: Settings | dict | None = None) -> Any:
+    """The classifier the settings choose, with its verdict cache: ``await c.classify(turns) -> Verdict``.
+
+    The CLI's ``mesh guard`` calls this in-process; the agent serves it.
+    """
+    if not isinstance(settings, Settings):
+        settings = Settings.model_validate(settings or {})
+    embedded = None
+    if settings.backend != "ollama" or settings.injection:
+        from agents.guard.embedded import EmbeddedClassifier
+
+        embedded = EmbeddedClassifier.load()
+    if settings.backend == "embedded":
+        classifier: Any = embedded
+    else:
+        from agents.guard.ollama import OllamaClassifier
+
+        ollama = OllamaClassifier(settings.ollama_host, settings.model, settings.timeout_s, settings.num_predict)
+        classifier = ollama if settings.backend == "ollama" else AutoClassifier(settings, ollama, embedded)
+        if settings.injection:
+            classifier = WithInjectionCheck(classifier, embedded)
+    return CachedClassifier(classifier, settings.cache_size)
+
+
+def describe(classifier: Any) -> dict:
+    inner = classifier
+    while not hasattr(inner, "describe") or isinstance(inner, (CachedClassifier, WithInjectionCheck)):
+        inner = inner.inner
+    return inner.describe()
+
+
+def turns_of(message: Message) -> list[Turn]:
+    """The conversation a request asks about: data {"turns": [...]} or the message's text as user input."""
+    for data in get_data_parts(message.parts):
+        if isinstance(data, dict) and "turns" in data:
+            try:
+                turns = [Turn.model_validate(t) for t in data["turns"]]
+            except (ValidationError, TypeError) as exc:
+                raise ValueError(f"'turns' must be a list of {{role: user|assistant, content: text}}: {exc}") from None
+            if not turns:
+                raise ValueError("'turns' is empty: nothing to classify")
+            return turns
+    text = get_message_text(message)
+    if not text.strip():
+        raise ValueError("nothing to classify: send a text, or data {\"turns\": [...]}")
+    return [Turn(role="user", content=text)]
+
+
+class GuardAgent(AgentExecutor):
+    """Answers each request with one message (text + verdict data); failures end a task as failed."""
+
+    def __init__(self, classifier: Any) -> None:
+        self.classifier = classifier
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        message = context.message
+        if any(isinstance(d, dict) and d.get("status") for d in get_data_parts(message.parts)):
+            await event_queue.enqueue_event(self._reply(context, "guard status", await self.status()))
+            return
+        try:
+            turns = turns_of(message)
+            verdict = await self.classifier.classify(turns)
+        except (ValueError, GuardError) as exc:
+            await self._fail(context, event_queue, str(exc))
+            return
+        record_verdict(verdict, sum(len(t.content) for t in turns))
+        await event_queue.enqueue_event(self._reply(context, verdict.summary(), verdict.model_dump()))
+
+    async def status(self) -> dict:
+        inner = self.classifier.inner if isinstance(self.classifier, CachedClassifier) else self.classifier
+        auto = inner.inner if isinstance(inner, WithInjectionCheck) else inner
+        if isinstance(auto, AutoClassifier):
+            await auto.choose()
+        return {**describe(self.classifier), "counts": dict(VERDICT_COUNTS)}
+
+    def _reply(self, context: RequestContext, text: str, data: dict) -> Message:
+        return Message(role=Role.ROLE_AGENT, message_id=str(uuid.uuid4()), context_id=context.context_id or "",
+                       parts=[new_text_part(text), new_data_part(data)])
+
+    async def _fail(self, context: RequestContext, event_queue: EventQueue, reason: str) -> None:
+        log.warning("no verdict: %s", reason)
+        task = context.current_task or new_task_from_user_message(context.message)
+        if context.current_task is None:
+            await event_queue.enqueue_event(task)
+        updater = TaskUpdater(event_queue, task.id, task.context_id)
+        await updater.failed(updater.new_agent_message([new_text_part(f"no verdict: {reason}")]))
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        updater = TaskUpdater(event_queue, context.task_id or "", context.context_id or "")
+        await updater.cancel()
+
+
+def create_executor(settings: Settings) -> GuardAgent:
+    return GuardAgent(create_classifier(settings))

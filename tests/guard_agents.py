@@ -1,0 +1,51 @@
+"""Agents for the guard's end-to-end tests: one records that its executor ran, one says what it is told to say."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from a2a.helpers import new_text_part
+from a2a.server.agent_execution import RequestContext
+from a2a.server.tasks import TaskUpdater
+from a2a.types import AgentCapabilities, AgentCard, AgentSkill, TaskState
+from pydantic import BaseModel, ConfigDict
+
+from mesh.executor import TaskAgent
+
+card = AgentCard(
+    name="Guard test agent", description="records runs and emits configured output", version="1.0.0",
+    capabilities=AgentCapabilities(streaming=True),
+    skills=[AgentSkill(id="say", name="Say", description="emits its configured output", tags=["test"])],
+)
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    runs_file: str  # one line per executor run: the input text
+    chunks: list[str] = []  # artifact chunks to stream; none: echo the input
+    status: str | None = None  # a working-status message sent first
+
+
+class Sayer(TaskAgent):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self.settings = settings
+
+    async def work(self, request: RequestContext, task: TaskUpdater) -> None:
+        with Path(self.settings.runs_file).open("a") as runs:
+            runs.write(request.get_user_input().replace("\n", " ") + "\n")
+        if self.settings.status:
+            await task.update_status(TaskState.TASK_STATE_WORKING,
+                                     message=task.new_agent_message([new_text_part(self.settings.status)]))
+        if not self.settings.chunks:
+            await task.add_artifact([new_text_part(request.get_user_input())], name="echo")
+            return
+        artifact_id = f"{task.task_id}-answer"
+        for index, chunk in enumerate(self.settings.chunks):
+            await task.add_artifact([new_text_part(chunk)], artifact_id=artifact_id, name="answer",
+                                    append=index > 0, last_chunk=index == len(self.settings.chunks) - 1)
+
+
+def create_executor(settings: Settings) -> Sayer:
+    return Sayer(settings)
