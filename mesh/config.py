@@ -103,6 +103,12 @@ class ServerConfig(Strict):
     # sessions (the coordinator's pool) must not be cut, so it is high.
     keep_alive_max_requests: int = Field(1_000_000_000, ge=1)
     startup_timeout: float = Field(30.0, gt=0, le=600)
+    # Cards change only when mesh.yaml does; clients revalidate with the ETag.
+    card_max_age: int = Field(300, ge=0)
+    # The A2A versions the card declares interfaces for. Both are always
+    # answered on the endpoint; listing "0.3" adds the 0.3 card fields (url,
+    # protocolVersion...) that 0.3 clients need, which a strict 1.0 schema refuses.
+    card_versions: list[Literal["1.0", "0.3"]] = Field(["1.0", "0.3"], min_length=1)
 
 
 class AgentConfig(Strict):

@@ -169,7 +169,9 @@ def _bearer_token(scope: Scope) -> bytes | None:
 async def _json_error(scope: Scope, send: Send, status: int, message: str, headers: list | None = None) -> None:
     """An HTTP error whose JSON body a JSON-RPC client can read as well as a REST one."""
     if scope["path"] == "/":
-        body = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": message}}
+        # A2A maps an unsupported content type to ContentTypeNotSupportedError (-32005).
+        code = -32005 if status == 415 else -32600
+        body = {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}
     else:
         body = {"error": {"code": status, "message": message}}
     payload = json.dumps(body).encode()

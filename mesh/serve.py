@@ -8,6 +8,7 @@ import errno
 import logging
 import signal
 import time
+from email.utils import formatdate
 from typing import Any
 
 from a2a.server.request_handlers import DefaultRequestHandler
@@ -46,7 +47,6 @@ log = logging.getLogger("mesh.serve")
 CARD_PATH = "/.well-known/agent-card.json"
 LEGACY_CARD_PATH = "/.well-known/agent.json"
 HEALTH_PATH = "/health"
-PROTOCOL_VERSIONS = ("1.0", "0.3")
 BINDINGS = ("JSONRPC", "HTTP+JSON")
 INTERRUPTED_BY_SHUTDOWN = "The agent shut down before this task finished; send the message again."
 INTERRUPTED_BY_RESTART = "The agent restarted before this task finished; send the message again."
@@ -82,7 +82,7 @@ def build_cards(config: MeshConfig, name: str, card: AgentCard) -> tuple[AgentCa
         card.default_output_modes.append("text/plain")
     url = config.url_of(name)
     del card.supported_interfaces[:]
-    for version in PROTOCOL_VERSIONS:
+    for version in config.server.card_versions:
         for binding in BINDINGS:
             card.supported_interfaces.append(AgentInterface(url=url, protocol_binding=binding, protocol_version=version))
     if not agent.auth:
@@ -100,6 +100,22 @@ def build_cards(config: MeshConfig, name: str, card: AgentCard) -> tuple[AgentCa
     extended.CopyFrom(card)
     extended.skills.extend(_skill(s) for s in overrides.extended_skills)
     return card, extended
+
+
+def card_routes(card: AgentCard, max_age: int, built_at: float) -> list[Route]:
+    """The card at the well-known path and the legacy one, with Cache-Control, ETag and Last-Modified."""
+    last_modified = formatdate(built_at, usegmt=True)
+    routes = []
+    for path in (CARD_PATH, LEGACY_CARD_PATH):
+        (route,) = create_agent_card_routes(card, card_url=path, cache_control=f"public, max-age={max_age}")
+
+        async def endpoint(request: Request, sdk_endpoint=route.endpoint):
+            response = await sdk_endpoint(request)
+            response.headers["Last-Modified"] = last_modified
+            return response
+
+        routes.append(Route(path, endpoint, methods=["GET"]))
+    return routes
 
 
 def protocols_of(config: MeshConfig, name: str) -> list[str]:
@@ -155,8 +171,7 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
     grace = max(config.server.graceful_timeout - 1.0, 0.5)
     routes = [
         Route(HEALTH_PATH, health, methods=["GET"]),
-        *create_agent_card_routes(public_card, card_url=CARD_PATH),
-        *create_agent_card_routes(public_card, card_url=LEGACY_CARD_PATH),
+        *card_routes(public_card, config.server.card_max_age, started),
         create_jsonrpc_route(handler, shutdown_grace_period=grace),
         *create_rest_routes(handler, enable_v0_3_compat=True, shutdown_grace_period=grace),
     ]

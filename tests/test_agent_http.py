@@ -51,6 +51,18 @@ def test_card_names_the_urls_it_is_served_at(mesh, http):
     assert "securitySchemes" not in card
 
 
+def test_card_caching_headers(mesh):
+    head = curl("-sI", "--http2-prior-knowledge", mesh.echo + "/.well-known/agent-card.json").stdout
+    headers = dict(line.split(": ", 1) for line in head.splitlines()[1:] if ": " in line)
+    assert headers["cache-control"] == "public, max-age=300"
+    assert headers["last-modified"].endswith(" GMT")
+    etag = headers["etag"]
+    assert etag.startswith('W/"')
+    again = curl("-s", "-o", "/dev/null", "-w", "%{http_code}", "--http2-prior-knowledge", "-H", f"If-None-Match: {etag}",
+                 mesh.echo + "/.well-known/agent-card.json")
+    assert again.stdout == "304"
+
+
 def test_legacy_card_path_and_health(mesh):
     legacy = curl_json(mesh.primes + "/.well-known/agent.json", http=H1)
     assert legacy["name"] == "Primes" and legacy["url"] == mesh.primes
@@ -222,7 +234,9 @@ def test_wrong_content_type(mesh, http):
                   "--data-binary", jsonrpc("tasks/get", {"id": "x"}))
     body, _, status = result.stdout.rpartition("\n")
     assert status == "415"
-    assert "Unsupported Content-Type 'text/plain'" in json.loads(body)["error"]["message"]
+    error = json.loads(body)["error"]
+    assert error["code"] == -32005  # ContentTypeNotSupportedError
+    assert "Unsupported Content-Type 'text/plain'" in error["message"]
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
@@ -259,3 +273,19 @@ def test_h2c_upgrade_from_http1(mesh):
     # `curl --http2` on http:// starts in HTTP/1.1 with `Upgrade: h2c`; a GET is upgraded.
     card = curl_json(mesh.echo + "/.well-known/agent-card.json", http="--http2")
     assert card["name"] == "Echo"
+
+
+def test_a_strict_10_card(tmp_path):
+    (port,) = free_ports(1)
+    config = write_mesh(tmp_path, {"echo": {"module": "agents.echo", "port": port}},
+                        extra="server:\n  card_versions: ['1.0']\n")
+    with MeshUp(config) as up:
+        up.wait_ready()
+        url = f"http://127.0.0.1:{port}"
+        card = curl_json(url + "/.well-known/agent-card.json")
+        assert {i["protocolVersion"] for i in card["supportedInterfaces"]} == {"1.0"}
+        assert not {"url", "protocolVersion", "preferredTransport", "additionalInterfaces"} & set(card)
+        # 0.3 method names are still answered
+        answer = curl_json(url + "/", jsonrpc("message/send", message("still 0.3")))
+        assert answer["result"]["artifacts"][0]["parts"][0]["text"] == "still 0.3"
+        assert up.stop() == 0

@@ -57,7 +57,9 @@ SCENARIOS: list[tuple[str, list[tuple]]] = sorted([
 
 class TckExecutor(AgentExecutor):
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
-        updater = TaskUpdater(event_queue, context.task_id, context.context_id)
+        # A follow-up may name only the task; its context is the task's, not a new one.
+        context_id = context.current_task.context_id if context.current_task else context.context_id
+        updater = TaskUpdater(event_queue, context.task_id, context_id)
         message_id = context.message.message_id if context.message else ""
         steps = next((s for prefix, s in SCENARIOS if message_id.startswith(prefix)),
                      [("complete", f"Unhandled messageId prefix: {message_id}")])
