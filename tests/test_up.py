@@ -4,11 +4,12 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
 
-from tests.util import MeshUp, free_ports, wait_for_port, write_mesh
+from tests.util import MeshUp, curl_json, free_ports, jsonrpc, wait_for_port, write_mesh
 
 
 def children_of(pid: int) -> list[int]:
@@ -136,3 +137,34 @@ def test_broken_config_is_refused_before_anything_starts(tmp_path):
         assert up.process.wait(30) == 2
         up._reader.join(5)
     assert "agents.echo.colour: unknown key 'colour'" in up.output
+
+
+def test_shutdown_finishes_in_flight_requests(two_agents):
+    config, ports = two_agents
+    url = f"http://127.0.0.1:{ports[1]}/"
+    with MeshUp(config) as up:
+        up.wait_ready()
+        answers = []
+        body = jsonrpc("message/send", {"message": {"role": "user", "messageId": "inflight", "kind": "message",
+                                                    "parts": [{"kind": "text", "text": "primes below 3*10^8"}]}})
+        sender = threading.Thread(target=lambda: answers.append(curl_json(url, body)))
+        sender.start()
+        wait_until_working(url)
+        assert up.stop(signal.SIGTERM) == 0
+        sender.join(60)
+    assert answers, "the in-flight request got no answer"
+    task = answers[0]["result"]
+    assert task["status"]["state"] == "completed"
+    summary = next(a for a in task["artifacts"] if a["name"] == "summary")
+    assert "16,252,325 primes below 300,000,000" in summary["parts"][0]["text"]
+
+
+def wait_until_working(url: str, timeout: float = 30) -> None:
+    """Poll ListTasks until some task is working: the request is in flight."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tasks = curl_json(url, jsonrpc("ListTasks", {}), version="1.0")["result"]["tasks"]
+        if any(t["status"]["state"] == "TASK_STATE_WORKING" for t in tasks):
+            return
+        time.sleep(0.02)
+    raise AssertionError("no task started working")
