@@ -86,8 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("task_id")
         sub.add_argument("--json", action="store_true", help="print the task as JSON")
     from mesh.guard_cli import register as register_guard
+    from mesh.mcp_config import register as register_mcp_config
 
     register_guard(commands, common)
+    register_mcp_config(commands, common)
     return parser
 
 
@@ -101,8 +103,9 @@ def _config(args: argparse.Namespace, required: bool = True) -> MeshConfig | Non
 def _check_modules(config: MeshConfig) -> None:
     from mesh.agent import module_problems
     from mesh.guard import policy_problems
+    from mesh.tools import tool_module_problems
 
-    problems = module_problems(config) + policy_problems(config)
+    problems = module_problems(config) + policy_problems(config) + tool_module_problems(config)
     if problems:
         raise ConfigError(problems)
 
@@ -131,24 +134,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from mesh.supervisor import Supervisor
+    from mesh.tools import http_tool_names, tool_service
 
     config = _config(args)
     _check_modules(config)
     names = list(config.local_agents())
+    tools = http_tool_names(config)
     if args.only:
         wanted = [n.strip() for n in args.only.split(",") if n.strip()]
-        unknown = [n for n in wanted if n not in names]
+        unknown = [n for n in wanted if n not in names and n not in tools]
         if unknown:
-            raise CliError(f"--only names no local agent: {', '.join(unknown)} (local agents: {', '.join(names)})")
-        names = wanted
-    if not names:
-        raise CliError(f"{config.path} declares no local agent to start")
-    services = [agent_service(config, name) for name in names]
+            raise CliError(f"--only names no local agent or HTTP tool: {', '.join(unknown)} "
+                           f"(local agents: {', '.join(names)}; HTTP tools: {', '.join(tools) or 'none'})")
+        names = [n for n in names if n in wanted]
+        tools = [n for n in tools if n in wanted]
+    if not names and not tools:
+        raise CliError(f"{config.path} declares no local agent or HTTP tool to start")
+    services = [agent_service(config, name) for name in names] + [tool_service(config, name) for name in tools]
     supervisor = Supervisor(
         services,
         startup_timeout=config.server.startup_timeout,
         grace=config.server.graceful_timeout + 5,
-        on_ready=lambda: ready_table(config, names),
+        on_ready=lambda: ready_table(config, names, tools),
     )
     return asyncio.run(supervisor.run())
 
@@ -166,13 +173,15 @@ def agent_service(config: MeshConfig, name: str):
         command=[sys.executable, "-m", "mesh", "serve", name, "-c", str(config.path)],
         host=host, port=agent.port, ready_url=probe,
         cwd=str(config.base_dir),  # module paths resolve next to mesh.yaml, as `mesh check` resolves them
+        env={"MESH_CONFIG": str(config.path)},  # agents that use the mesh (tools, graphs) find mesh.yaml
     )
 
 
-async def ready_table(config: MeshConfig, names: list[str]) -> str:
+async def ready_table(config: MeshConfig, names: list[str], tools: list[str]) -> str:
     from mesh.console import table
     from mesh.guard import guard_column, guard_status
     from mesh.serve import protocols_of
+    from mesh.tools import tool_url
 
     guard = guard_column(config, names, await guard_status(config))
     rows = []
@@ -182,7 +191,12 @@ async def ready_table(config: MeshConfig, names: list[str]) -> str:
         skill_ids = [s.id for s in skills] if skills is not None else _module_skill_ids(agent.module, agent.settings, config.base_dir)
         rows.append([name, config.url_of(name), ", ".join(protocols_of(config, name)), ", ".join(skill_ids),
                      "bearer" if agent.auth else "none", guard[name]])
-    return table(["AGENT", "URL", "PROTOCOLS", "SKILLS", "AUTH", "GUARD"], rows)
+    text = table(["AGENT", "URL", "PROTOCOLS", "SKILLS", "AUTH", "GUARD"], rows) if rows else ""
+    if tools:
+        tool_rows = [[name, tool_url(config, name), "MCP streamable HTTP (http/1.1, h2c)", config.tools[name].module,
+                      "bearer" if config.tools[name].auth else "none"] for name in tools]
+        text += ("\n\n" if text else "") + table(["TOOL", "URL", "PROTOCOLS", "MODULE", "AUTH"], tool_rows)
+    return text
 
 
 def _module_skill_ids(module_path: str, raw_settings: dict, config_dir) -> list[str]:
@@ -207,18 +221,18 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     from mesh.guard import guard_column, guard_status
+    from mesh.tools import probe_tools
 
     config = _config(args)
 
     async def probe():
-        return await asyncio.gather(_probe_agents(config), guard_status(config))
+        return await asyncio.gather(_probe_agents(config), guard_status(config), probe_tools(config))
 
-    rows, status = asyncio.run(probe())
+    rows, status, tools = asyncio.run(probe())
     guard = guard_column(config, [r["name"] for r in rows], status)
     for row in rows:
         row["guard"] = guard[row["name"]]
-    listing = {"mesh": config.name, "config": str(config.path), "agents": rows, "guard": status,
-               "tools": [{"name": n, "module": t.module, "transport": t.transport} for n, t in config.tools.items()],
+    listing = {"mesh": config.name, "config": str(config.path), "agents": rows, "guard": status, "tools": tools,
                "graphs": [{"name": n} for n in config.graphs]}
     if args.json:
         print(json.dumps(listing, indent=2))
@@ -229,6 +243,13 @@ def cmd_ls(args: argparse.Namespace) -> int:
         [r["name"], r["kind"], r["url"], "yes" if r["answers"] else f"no ({r['error']})", ", ".join(r["skills"]),
          r["auth"], r["guard"]] for r in rows
     ]))
+    if tools:
+        print()
+        print(table(["TOOL", "TRANSPORT", "URL", "ANSWERS", "AUTH"], [
+            [t["name"], t["transport"], t["url"] or "(stdio)",
+             "yes" if t["answers"] else (f"no ({t['error']})" if t["answers"] is False else "-"), t["auth"]]
+            for t in tools
+        ]))
     return 0
 
 

@@ -152,6 +152,7 @@ class ToolConfig(Strict):
     transport: Literal["stdio", "http"] = "stdio"
     host: str | None = None
     port: Port | None = None
+    public_url: str | None = None
     auth: AuthConfig | None = None
     settings: dict[str, Any] = {}
 
@@ -159,7 +160,7 @@ class ToolConfig(Strict):
     def _port_for_http(self) -> ToolConfig:
         if self.transport == "http" and self.port is None:
             raise ValueError("an HTTP tool server needs a 'port'")
-        for key in ("port", "host", "auth"):
+        for key in ("port", "host", "auth", "public_url"):
             if self.transport == "stdio" and getattr(self, key) is not None:
                 raise KeyError_(key, f"'{key}' is for transport: http")
         return self

@@ -127,7 +127,7 @@ def test_only_with_an_unknown_name(two_agents):
     with MeshUp(config, "--only", "nope") as up:
         assert up.process.wait(30) == 1
         up._reader.join(5)
-    assert "--only names no local agent: nope" in up.output
+    assert "--only names no local agent or HTTP tool: nope" in up.output
 
 
 def test_broken_config_is_refused_before_anything_starts(tmp_path):

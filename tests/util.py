@@ -35,11 +35,15 @@ def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 30.0) -> 
 MESH = str(VENV_BIN / "mesh")
 
 
-def write_mesh(directory: Path, agents: dict, extra: str = "", name: str = "test") -> Path:
-    """A mesh.yaml in ``directory`` with the given agents (dicts of YAML fields); state under the directory."""
+def write_mesh(directory: Path, agents: dict | None = None, extra: str = "", name: str = "test", *,
+               tools: dict | None = None, graphs: dict | None = None, **top_level) -> Path:
+    """A mesh.yaml in ``directory`` (state under it) with the given agents, tools and graphs; ``extra`` is raw YAML."""
     import yaml
 
-    doc = {"name": name, "state": {"dir": str(directory / "state")}, "agents": agents}
+    doc: dict = {"name": name, "state": {"dir": str(directory / "state")}, **top_level}
+    for key, value in (("agents", agents), ("tools", tools), ("graphs", graphs)):
+        if value:
+            doc[key] = value
     path = directory / "mesh.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False) + extra)
     return path

