@@ -13,9 +13,6 @@ The mesh fills in everything about where and how the agent is served
 
 from __future__ import annotations
 
-import importlib
-import sys
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -24,6 +21,8 @@ from typing import Any
 from a2a.server.agent_execution import AgentExecutor
 from a2a.types import AgentCard
 from pydantic import BaseModel, ValidationError
+
+from mesh.modules import ModuleImportError, import_module
 
 
 class AgentModuleError(Exception):
@@ -65,21 +64,11 @@ class AgentModule:
 
 
 def load_agent_module(path: str, search_dir: Path | None = None) -> AgentModule:
-    """Import ``path`` and check it provides ``card`` and ``create_executor``.
-
-    ``search_dir`` (mesh.yaml's directory) goes on sys.path first, so an
-    agent can be a plain module next to mesh.yaml, with no packaging.
-    """
-    if search_dir is not None and str(search_dir) not in sys.path:
-        sys.path.insert(0, str(search_dir))
+    """Import ``path`` (next to mesh.yaml first) and check it provides ``card`` and ``create_executor``."""
     try:
-        module = importlib.import_module(path)
-    except ModuleNotFoundError as exc:
-        if exc.name and (path == exc.name or path.startswith(exc.name + ".")):
-            raise AgentModuleError(f"cannot import {path!r}: no such module") from None
-        raise AgentModuleError(f"cannot import {path!r}: {describe_exception(exc)}") from None
-    except Exception as exc:  # the module's own code failed: show where
-        raise AgentModuleError(f"cannot import {path!r}: {describe_exception(exc)}") from None
+        module = import_module(path, search_dir)
+    except ModuleImportError as exc:
+        raise AgentModuleError(str(exc)) from None
     missing = [name for name in ("card", "create_executor") if not hasattr(module, name)]
     if missing:
         raise AgentModuleError(f"{path} is not an agent module: it lacks {' and '.join(missing)} (see mesh/agent.py)")
@@ -87,14 +76,6 @@ def load_agent_module(path: str, search_dir: Path | None = None) -> AgentModule:
     if settings_model is not None and not (isinstance(settings_model, type) and issubclass(settings_model, BaseModel)):
         raise AgentModuleError(f"{path}.Settings must be a pydantic model")
     return AgentModule(module)
-
-
-def describe_exception(exc: BaseException) -> str:
-    """'ErrorType: message (file:line)', the line being the innermost frame of the failure."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    frames = [f for f in frames if "importlib" not in f.filename] or frames
-    where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
-    return f"{type(exc).__name__}: {exc}{where}"
 
 
 def settings_problems(error: ValidationError) -> list[tuple[tuple, str]]:

@@ -34,7 +34,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from mesh.agent import AgentModuleError, describe_exception, load_agent_module
+from mesh.agent import AgentModuleError, load_agent_module
+from mesh.modules import describe_exception
 from mesh.config import MeshConfig, SkillConfig
 from mesh.jsonrpc import create_jsonrpc_route
 from mesh.middleware import BearerAuth, BodyLimit, RequestLog

@@ -36,7 +36,6 @@ import os
 import re
 import socket
 import sys
-import traceback
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from mesh.config import ConfigError, MeshConfig, ToolConfig, find_config, load_config
+from mesh.modules import ModuleImportError, import_module
 
 if TYPE_CHECKING:
     from mcp import Client
@@ -105,16 +105,10 @@ def load_tool_module(path: str, search_dir: Path | None = None) -> ToolModule:
     ``search_dir`` (mesh.yaml's directory) goes on sys.path first, so a tool
     server can be a plain module next to mesh.yaml.
     """
-    if search_dir is not None and str(search_dir) not in sys.path:
-        sys.path.insert(0, str(search_dir))
     try:
-        module = importlib.import_module(path)
-    except ModuleNotFoundError as exc:
-        if exc.name and (path == exc.name or path.startswith(exc.name + ".")):
-            raise ToolModuleError(f"cannot import {path!r}: no such module") from None
-        raise ToolModuleError(f"cannot import {path!r}: {_with_location(exc)}") from None
-    except Exception as exc:
-        raise ToolModuleError(f"cannot import {path!r}: {_with_location(exc)}") from None
+        module = import_module(path, search_dir)
+    except ModuleImportError as exc:
+        raise ToolModuleError(str(exc)) from None
     return _checked_module(module)
 
 
@@ -126,12 +120,6 @@ def _checked_module(module: ModuleType) -> ToolModule:
     if model is not None and not (isinstance(model, type) and issubclass(model, BaseModel)):
         raise ToolModuleError(f"{tool.name}.Settings must be a pydantic model")
     return tool
-
-
-def _with_location(exc: BaseException) -> str:
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "importlib" not in f.filename]
-    where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
-    return f"{type(exc).__name__}: {exc}{where}"
 
 
 def tool_config(config: MeshConfig, name: str) -> ToolConfig:
