@@ -9,10 +9,19 @@ An agent is one small module named in mesh.yaml (``module: agents.echo``)::
 The mesh fills in everything about where and how the agent is served
 (interfaces and URLs, security schemes, protocol versions); mesh.yaml's
 ``card:`` overrides the descriptive fields.
+
+An agent that works with the rest of the mesh (runs its graphs, calls its
+tools) takes a second argument, ``card(settings, runtime)`` and
+``create_executor(settings, runtime)``: an ``AgentRuntime`` with the mesh's
+config, the agent's name and its task store. An executor may define
+``async start()`` and ``async stop()``, called when the server starts and
+stops; one whose ``resumes_tasks`` is true picks up its own unfinished tasks
+after a restart (the mesh otherwise marks them failed).
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -30,6 +39,24 @@ class AgentModuleError(Exception):
 
 
 @dataclass
+class AgentRuntime:
+    """What the mesh hands an agent that works with the rest of the mesh."""
+
+    config: Any  # MeshConfig
+    name: str
+    task_store: Any = None  # the agent's a2a TaskStore, when it is being served
+
+
+def _call(function: Any, settings: Any, runtime: AgentRuntime | None) -> Any:
+    """``function(settings)`` or ``function(settings, runtime)``, as the function asks."""
+    try:
+        wants_runtime = len(inspect.signature(function).parameters) >= 2
+    except (TypeError, ValueError):
+        wants_runtime = False
+    return function(settings, runtime) if wants_runtime else function(settings)
+
+
+@dataclass
 class AgentModule:
     module: ModuleType
 
@@ -44,18 +71,18 @@ class AgentModule:
             return dict(raw)
         return model.model_validate(raw)
 
-    def card(self, settings: Any) -> AgentCard:
+    def card(self, settings: Any, runtime: AgentRuntime | None = None) -> AgentCard:
         card = self.module.card
         if callable(card) and not isinstance(card, AgentCard):
-            card = card(settings)
+            card = _call(card, settings, runtime)
         if not isinstance(card, AgentCard):
             raise AgentModuleError(f"{self.name}.card must be an a2a.types.AgentCard (got {type(card).__name__})")
         copy = AgentCard()
         copy.CopyFrom(card)
         return copy
 
-    def create_executor(self, settings: Any) -> AgentExecutor:
-        executor = self.module.create_executor(settings)
+    def create_executor(self, settings: Any, runtime: AgentRuntime | None = None) -> AgentExecutor:
+        executor = _call(self.module.create_executor, settings, runtime)
         if not isinstance(executor, AgentExecutor):
             raise AgentModuleError(
                 f"{self.name}.create_executor() must return an a2a AgentExecutor (got {type(executor).__name__})"
@@ -103,7 +130,7 @@ def module_problems(config) -> list:
                 problems.append(config.problem(("agents", name, "settings", *path), message))
             continue
         try:
-            module.card(settings)
+            module.card(settings, AgentRuntime(config, name))
         except Exception as exc:
             problems.append(config.problem(("agents", name, "module"), f"building its card failed: {exc}"))
     return problems

@@ -34,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from mesh.agent import AgentModuleError, load_agent_module
+from mesh.agent import AgentModuleError, AgentRuntime, load_agent_module
 from mesh.modules import describe_exception
 from mesh.config import MeshConfig, SkillConfig
 from mesh.jsonrpc import create_jsonrpc_route
@@ -141,12 +141,15 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
     agent = config.agent(name)
     if not agent.is_local:
         raise ServeError(f"agent {name} is external ({agent.url}); only local agents are served")
+    store, close_store = open_task_store(config, name)
+    runtime = AgentRuntime(config, name, store)
     try:
         module = load_agent_module(agent.module, config.base_dir)
         settings = module.settings(agent.settings)
-        public_card, extended_card = build_cards(config, name, module.card(settings))
+        public_card, extended_card = build_cards(config, name, module.card(settings, runtime))
+        agent_executor = module.create_executor(settings, runtime)
         # Guard hook: every agent but the guard itself runs behind mesh.yaml's guard policy (mesh/guard.py).
-        guarded, guard_client = guard_for_agent(config, name, module.create_executor(settings))
+        guarded, guard_client = guard_for_agent(config, name, agent_executor)
         executor = RunningTasks(guarded)
     except AgentModuleError as exc:
         raise ServeError(f"agent {name}: {exc}") from None
@@ -157,7 +160,6 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
     except Exception as exc:  # the agent's own card() or create_executor() failed
         raise ServeError(f"agent {name}: {agent.module} could not start: {describe_exception(exc)}") from None
 
-    store, close_store = open_task_store(config, name)
     handler = DefaultRequestHandler(
         agent_executor=executor,
         task_store=store,
@@ -187,16 +189,20 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
         await store.initialize()
-        if not config.state.database:
+        if not config.state.database and not getattr(agent_executor, "resumes_tasks", False):
             # The SQLite file is this agent's alone: anything left unfinished
             # belongs to a previous process of it that died.
             stale = await fail_unfinished_tasks(store, INTERRUPTED_BY_RESTART)
             if stale:
                 log.warning("agent %s: marked %d unfinished tasks of a previous run as failed", name, len(stale))
+        if hasattr(agent_executor, "start"):
+            await agent_executor.start()
         log.info("agent %s ready at %s (%s)", name, config.url_of(name), ", ".join(protocols_of(config, name)))
         try:
             yield
         finally:
+            if hasattr(agent_executor, "stop"):
+                await agent_executor.stop()
             running = set(executor.task_ids)
             await handler.aclose()
             stopped = await fail_unfinished_tasks(store, INTERRUPTED_BY_SHUTDOWN, only=running)
