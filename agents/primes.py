@@ -35,8 +35,8 @@ card = AgentCard(
             name="Count primes",
             description=(
                 "Counts primes and twin-prime pairs below a limit given as text ('primes below 10^8', "
-                "'1e9', '50,000,000') or as data {\"limit\": N}. Streams progress and a 'segments' "
-                "artifact, then 'summary' and 'extremes' artifacts. Cancelable."
+                "'1e9', '50,000,000') or as data {\"limit\": N} (with \"from\": M for the range [M, N)). "
+                "Streams progress and a 'segments' artifact, then 'summary' and 'extremes' artifacts. Cancelable."
             ),
             tags=["math", "primes", "long-running"],
             examples=["count primes below 10^8", "{\"limit\": 1000000}"],
@@ -65,14 +65,27 @@ _NUMBER = re.compile(
 _WORDS = {"thousand": 10**3, "million": 10**6, "billion": 10**9}
 
 
-def parse_limit(request: RequestContext, settings: Settings) -> int:
-    """The limit from a data part {"limit": N}, else the first number in the text, else the default."""
+def parse_range(request: RequestContext, settings: Settings) -> tuple[int, int]:
+    """The range [low, limit) to count in: a data part {"limit": N, "from": M}, else the text's first number from 2."""
     for data in get_data_parts(request.message.parts):
         if isinstance(data, dict) and "limit" in data:
-            value = data["limit"]
-            if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
-                raise AgentFailure(f"'limit' must be a whole number, got {value!r}")
-            return _checked(int(value), settings)
+            limit = _checked(_whole(data, "limit"), settings)
+            low = _whole(data, "from") if "from" in data else 2
+            if not 0 <= low <= limit:
+                raise AgentFailure(f"'from' must be between 0 and the limit {limit:,}, got {low:,}")
+            return max(low, 2), limit
+    return 2, parse_limit(request, settings)
+
+
+def _whole(data: dict, key: str) -> int:
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        raise AgentFailure(f"'{key}' must be a whole number, got {value!r}")
+    return int(value)
+
+
+def parse_limit(request: RequestContext, settings: Settings) -> int:
+    """The first number in the text (10^9, 3*10^9, 1e9, 50,000,000, 5 million), else the default."""
     match = _NUMBER.search(get_message_text(request.message) or "")
     if not match:
         return settings.default_limit
@@ -127,15 +140,15 @@ class Primes(TaskAgent):
         self.settings = settings
 
     async def work(self, request: RequestContext, task: TaskUpdater) -> None:
-        limit = parse_limit(request, self.settings)
+        low, limit = parse_range(request, self.settings)
         started = time.perf_counter()
         primes = base_primes(math.isqrt(limit) + 1)
         count = twins = 0
         first: list[int] = []
         last: list[int] = []
         previous_prime = -10
-        low, step = 2, self.settings.segment_numbers
-        segments = math.ceil((limit - 2) / step)
+        start, step = low, self.settings.segment_numbers
+        segments = math.ceil((limit - low) / step)
         last_report = 0.0
         chunk_from, chunk_primes, chunks = low, 0, 0
         for index in range(segments):
@@ -174,11 +187,12 @@ class Primes(TaskAgent):
                 ]),
             )
         elapsed = time.perf_counter() - started
-        summary = {"limit": limit, "primes": count, "twin_pairs": twins,
+        summary = {"from": start, "limit": limit, "primes": count, "twin_pairs": twins,
                    "largest": last[-1] if last else None, "seconds": round(elapsed, 3)}
+        span = f"below {limit:,}" if start <= 2 else f"from {start:,} to {limit:,}"
         await task.add_artifact(
-            [new_text_part(f"There are {count:,} primes below {limit:,} ({twins:,} twin pairs); "
-                           f"the largest is {summary['largest']:,}." if last else f"There are no primes below {limit:,}."),
+            [new_text_part(f"There are {count:,} primes {span} ({twins:,} twin pairs); "
+                           f"the largest is {summary['largest']:,}." if last else f"There are no primes {span}."),
              new_data_part(summary)],
             name="summary",
         )

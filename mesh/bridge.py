@@ -54,20 +54,6 @@ class AgentReply(BaseModel):
     artifacts: list[ArtifactContent]
 
 
-class GraphsUnavailable(ToolError):
-    """Graph runs are not connected to the coordinator yet."""
-
-
-async def run_graph(config: MeshConfig, graph: str, text: str, context: Context) -> AgentReply:
-    """Run ``graph`` with ``text`` as its input.
-
-    NOT YET AVAILABLE: graphs are being built (mesh/pregel and the
-    coordinator); connect this function to them, e.g. by sending ``text`` to
-    the coordinator agent with the graph named in the message metadata.
-    """
-    raise GraphsUnavailable(f"running graph {graph!r} from MCP is not available yet in this version of the mesh")
-
-
 # -- cards ----------------------------------------------------------------------------------------
 
 
@@ -245,7 +231,7 @@ def create_bridge(config: MeshConfig, cards: dict[str, AgentCard | None], timeou
     for name in config.agents:
         _add_agent_tools(server, caller, name, cards.get(name))
     for graph in config.graphs:
-        _add_graph_tool(server, config, graph)
+        _add_graph_tool(server, caller, graph)
 
     @server.resource("mesh://agents", name="agents", title="Agents of the mesh", mime_type="application/json",
                      description="Each agent's URL, description and skills, as read when the bridge started.")
@@ -284,15 +270,24 @@ def _add_agent_tools(server: MCPServer, caller: AgentCaller, name: str, card: Ag
                     annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=True))
 
 
-def _add_graph_tool(server: MCPServer, config: MeshConfig, graph: str) -> None:
+def _add_graph_tool(server: MCPServer, caller: AgentCaller, graph: str) -> None:
+    config = caller.config
+    spec = config.graphs[graph]
+
     async def run(
         context: Context,
         text: Annotated[str, Field(description="The input of the graph run.")],
     ) -> AgentReply:
-        return await run_graph(config, graph, text, context)
+        coordinator = config.coordinator_name()
+        if coordinator is None:
+            raise ToolError(f"the mesh {config.name!r} has no coordinator agent to run graphs (module: agents.coordinator)")
+        # The coordinator runs the graph; each superstep arrives as a progress notification.
+        return await caller.send(coordinator, "", {"graph": graph, "input": text}, None, None, context)
 
-    server.add_tool(run, name=f"run_{graph}", title=f"Run graph {graph}",
-                    description=f"Run the graph {graph!r} of the mesh on a text input and return its result.",
+    description = (spec.description or f"Runs the graph {graph!r}") + (
+        f". Vertices: {', '.join(v.id for v in spec.vertices)}; the result holds the outputs of "
+        f"{', '.join(spec.outputs) if spec.outputs else 'every vertex that produced one'}.")
+    server.add_tool(run, name=f"run_{graph}", title=f"Run graph {graph}", description=description,
                     annotations=ToolAnnotations(read_only_hint=False, open_world_hint=True))
 
 

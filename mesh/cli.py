@@ -85,9 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("agent")
         sub.add_argument("task_id")
         sub.add_argument("--json", action="store_true", help="print the task as JSON")
+    from mesh.graph_cli import register as register_graphs
     from mesh.guard_cli import register as register_guard
     from mesh.mcp_config import register as register_mcp_config
 
+    register_graphs(commands, common)
     register_guard(commands, common)
     register_mcp_config(commands, common)
     return parser
@@ -102,10 +104,11 @@ def _config(args: argparse.Namespace, required: bool = True) -> MeshConfig | Non
 
 def _check_modules(config: MeshConfig) -> None:
     from mesh.agent import module_problems
+    from mesh.graphs import graph_problems
     from mesh.guard import policy_problems
     from mesh.tools import tool_module_problems
 
-    problems = module_problems(config) + policy_problems(config) + tool_module_problems(config)
+    problems = module_problems(config) + policy_problems(config) + tool_module_problems(config) + graph_problems(config)
     if problems:
         raise ConfigError(problems)
 
@@ -178,32 +181,23 @@ def agent_service(config: MeshConfig, name: str):
 
 
 async def ready_table(config: MeshConfig, names: list[str], tools: list[str]) -> str:
+    """What `mesh up` prints once everything answers: the agents (skills from their live cards) and the HTTP tools."""
     from mesh.console import table
     from mesh.guard import guard_column, guard_status
     from mesh.serve import protocols_of
     from mesh.tools import tool_url
 
-    guard = guard_column(config, names, await guard_status(config))
-    rows = []
-    for name in names:
-        agent = config.agent(name)
-        skills = agent.card.skills
-        skill_ids = [s.id for s in skills] if skills is not None else _module_skill_ids(agent.module, agent.settings, config.base_dir)
-        rows.append([name, config.url_of(name), ", ".join(protocols_of(config, name)), ", ".join(skill_ids),
-                     "bearer" if agent.auth else "none", guard[name]])
+    probed, status = await asyncio.gather(_probe_agents(config, names), guard_status(config))
+    skills = {row["name"]: row["skills"] for row in probed}
+    guard = guard_column(config, names, status)
+    rows = [[name, config.url_of(name), ", ".join(protocols_of(config, name)), ", ".join(skills[name]),
+             "bearer" if config.agent(name).auth else "none", guard[name]] for name in names]
     text = table(["AGENT", "URL", "PROTOCOLS", "SKILLS", "AUTH", "GUARD"], rows) if rows else ""
     if tools:
         tool_rows = [[name, tool_url(config, name), "MCP streamable HTTP (http/1.1, h2c)", config.tools[name].module,
                       "bearer" if config.tools[name].auth else "none"] for name in tools]
         text += ("\n\n" if text else "") + table(["TOOL", "URL", "PROTOCOLS", "MODULE", "AUTH"], tool_rows)
     return text
-
-
-def _module_skill_ids(module_path: str, raw_settings: dict, config_dir) -> list[str]:
-    from mesh.agent import load_agent_module
-
-    module = load_agent_module(module_path, config_dir)
-    return [s.id for s in module.card(module.settings(raw_settings)).skills]
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -233,7 +227,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
     for row in rows:
         row["guard"] = guard[row["name"]]
     listing = {"mesh": config.name, "config": str(config.path), "agents": rows, "guard": status, "tools": tools,
-               "graphs": [{"name": n} for n in config.graphs]}
+               "graphs": [{"name": n, "description": g.description, "vertices": [v.id for v in g.vertices],
+                           "coordinator": config.coordinator_name()} for n, g in config.graphs.items()]}
     if args.json:
         print(json.dumps(listing, indent=2))
         return 0
@@ -243,6 +238,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
         [r["name"], r["kind"], r["url"], "yes" if r["answers"] else f"no ({r['error']})", ", ".join(r["skills"]),
          r["auth"], r["guard"]] for r in rows
     ]))
+    if config.graphs:
+        print()
+        print(table(["GRAPH", "VERTICES", "RUN BY", "DESCRIPTION"], [
+            [g["name"], len(g["vertices"]), g["coordinator"] or "(no coordinator)", g["description"]]
+            for g in listing["graphs"]
+        ]))
     if tools:
         print()
         print(table(["TOOL", "TRANSPORT", "URL", "ANSWERS", "AUTH"], [
@@ -253,7 +254,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _probe_agents(config: MeshConfig) -> list[dict[str, Any]]:
+async def _probe_agents(config: MeshConfig, names: list[str] | None = None) -> list[dict[str, Any]]:
     from mesh.client import fetch_card
 
     async def probe(name: str) -> dict[str, Any]:
@@ -269,7 +270,7 @@ async def _probe_agents(config: MeshConfig) -> list[dict[str, Any]]:
             row["error"] = _reason(_transport_error(exc) or exc)
         return row
 
-    return list(await asyncio.gather(*(probe(n) for n in config.agents)))
+    return list(await asyncio.gather(*(probe(n) for n in (config.agents if names is None else names))))
 
 
 def cmd_card(args: argparse.Namespace) -> int:

@@ -20,6 +20,8 @@ from pydantic import (
     model_validator,
 )
 
+import mesh.vertices  # noqa: F401 - registers the agent, a2a and group vertex kinds before graphs validate
+from mesh.pregel.spec import GraphSpec
 from mesh.yamlsource import (
     WHOLE_ENV_REFERENCE,
     SourceProblem,
@@ -185,7 +187,9 @@ class MeshConfig(Strict):
     agents: dict[Name, AgentConfig] = {}
     tools: dict[Name, ToolConfig] = {}
     guard: dict[str, Any] | None = None
-    graphs: dict[Name, Any] = {}
+    graphs: dict[Name, GraphSpec] = {}
+    # The agent that runs graphs (`mesh run` talks to it); default: the agent named "coordinator".
+    coordinator: Name | None = None
 
     _path: Path = PrivateAttr(default=Path(DEFAULT_CONFIG))
     _source: YamlSource | None = PrivateAttr(default=None)
@@ -201,6 +205,12 @@ class MeshConfig(Strict):
     @property
     def state_dir(self) -> Path:
         return (self.base_dir / self.state.dir).resolve()
+
+    def coordinator_name(self) -> str | None:
+        """The agent that runs this mesh's graphs: ``coordinator:``, else an agent named "coordinator"."""
+        if self.coordinator:
+            return self.coordinator
+        return "coordinator" if "coordinator" in self.agents else None
 
     def local_agents(self) -> dict[str, AgentConfig]:
         return {name: agent for name, agent in self.agents.items() if agent.is_local}
@@ -359,6 +369,18 @@ def _cross_checks(config: MeshConfig, source: YamlSource) -> list[SourceProblem]
             claim(tool.host or config.server.host, tool.port, f"tools.{name}", ("tools", name, "port"))
         if tool.auth:
             problems += _secret_checks(source, ("tools", name, "auth", "bearer_token"), tool.auth.bearer_token)
+    from mesh.vertices import agents_named
+
+    for graph_name, graph in config.graphs.items():
+        for index, vertex in enumerate(graph.vertices):
+            for agent in agents_named(vertex):
+                if agent not in config.agents:
+                    key = "agent" if hasattr(vertex, "agent") else "agents"
+                    known = ", ".join(sorted(config.agents)) or "none"
+                    problems.append(source.problem(("graphs", graph_name, "vertices", index, key),
+                                                   f"no agent named {agent!r} in this mesh (agents: {known})"))
+    if config.coordinator and config.coordinator not in config.agents:
+        problems.append(source.problem(("coordinator",), f"no agent named {config.coordinator!r}"))
     if config.state.database and urlsplit(config.state.database).password and ("state", "database") not in source.raw:
         problems.append(source.problem(("state", "database"), "a database URL with a password must come from the environment: write ${VAR}"))
     return problems

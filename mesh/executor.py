@@ -24,6 +24,10 @@ class AgentFailure(Exception):
     """Raised by ``work()`` to fail the task with this message (no traceback is logged)."""
 
 
+class Suspended(Exception):
+    """Raised by ``work()`` to leave the task as it is, unfinished: its work goes on elsewhere (e.g. after a restart)."""
+
+
 class TaskAgent(AgentExecutor):
     def __init__(self) -> None:
         self._running: dict[str, _Run] = {}
@@ -53,6 +57,8 @@ class TaskAgent(AgentExecutor):
             raise
         except AgentFailure as exc:
             await updater.failed(updater.new_agent_message([new_text_part(str(exc))]))
+            return
+        except Suspended:
             return
         except Exception as exc:
             log.exception("task %s failed", task.id)

@@ -203,7 +203,7 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
         finally:
             if hasattr(agent_executor, "stop"):
                 await agent_executor.stop()
-            running = set(executor.task_ids)
+            running = set() if getattr(agent_executor, "resumes_tasks", False) else set(executor.task_ids)
             await handler.aclose()
             stopped = await fail_unfinished_tasks(store, INTERRUPTED_BY_SHUTDOWN, only=running)
             if stopped:

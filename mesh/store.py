@@ -105,6 +105,21 @@ def open_task_store(config: MeshConfig, name: str) -> tuple[DatabaseTaskStore, C
     return database_store(engine, table_name(name)), engine.dispose
 
 
+async def update_task(store: DatabaseTaskStore, task_id: str, change: Callable[[Task], None]) -> bool:
+    """Apply ``change`` to a stored task whoever owns it (for work that outlives its request, e.g. a resumed run)."""
+    if isinstance(store, SQLiteTaskStore):
+        return await store.update(task_id, change)
+    await store.initialize()
+    async with store.async_session_maker.begin() as session:
+        row = (await session.execute(select(store.task_model).where(store.task_model.id == task_id))).scalar_one_or_none()
+        if row is None:
+            return False
+        task = store._from_orm(row)
+        change(task)
+        await session.merge(store._to_orm(task, row.owner))
+    return True
+
+
 UNFINISHED_STATES = ("TASK_STATE_SUBMITTED", "TASK_STATE_WORKING", "submitted", "working")
 
 
@@ -224,6 +239,21 @@ class SQLiteTaskStore(DatabaseTaskStore):
         self.flush()
         self._cache.pop(task_id, None)
         await super().delete(task_id, context)
+
+    async def update(self, task_id: str, change: Callable[[Task], None]) -> bool:
+        """Apply ``change`` to a task whoever owns it, and write it at once; False if there is no such task."""
+        await self.initialize()
+        cached = self._cache.get(task_id)
+        if cached is None:
+            row = self._db.execute(self._select.replace(" AND owner IS ?", ""), (task_id,)).fetchone()
+            if row is None:
+                return False
+            values = {key: self._value_from_db(column.name, value) for (key, column), value in zip(self._columns, row, strict=True)}
+            cached = (values["owner"], self._from_orm(self.task_model(**values)))
+            self._remember(task_id, *cached)
+        change(cached[1])
+        self._write([task_id])
+        return True
 
     def forget(self, task_ids: list[str]) -> None:
         """Drop cached copies of tasks changed behind this store's back (their rows are the truth)."""

@@ -114,7 +114,10 @@ class Supervisor:
             if self.stop.is_set():
                 return 0
             if self.on_ready:
-                self.say(await self.on_ready())
+                try:
+                    self.say(await self.on_ready())
+                except Exception as exc:  # the table is a courtesy: never a reason to stop the mesh
+                    self.say(f"(could not build the table: {type(exc).__name__}: {exc})")
             self.say(f"{len(self.services)} processes running; Ctrl-C stops them all")
             return await self._watch()
         finally:

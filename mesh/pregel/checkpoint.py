@@ -160,7 +160,7 @@ class CheckpointStore(abc.ABC):
     async def get_run(self, run_id: str) -> RunInfo | None: ...
 
     @abc.abstractmethod
-    async def list_runs(self, status: str | None = None, limit: int = 100) -> list[RunInfo]:
+    async def list_runs(self, status: str | None = None, limit: int = 100, graph_digest: str | None = None) -> list[RunInfo]:
         """Runs, most recently updated first (optionally only those with ``status``)."""
 
     @abc.abstractmethod
@@ -320,6 +320,18 @@ _CALL_COLUMNS = "run_id, superstep, vertex_id, attempt, seq, status, payload, la
 _INSERT_CALL = f"INSERT INTO pregel_calls ({_CALL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 
 
+def _run_filter(status: str | None, graph_digest: str | None) -> tuple[str, tuple[Any, ...]]:
+    """The WHERE clause (``?`` placeholders) and parameters selecting runs by status and graph."""
+    clauses, params = [], []
+    if status is not None:
+        clauses.append("r.status = ?")
+        params.append(status)
+    if graph_digest is not None:
+        clauses.append("r.graph_digest = ?")
+        params.append(graph_digest)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
+
+
 class SQLiteStore(CheckpointStore):
     """Checkpoints in one SQLite file (WAL mode).
 
@@ -465,8 +477,8 @@ class SQLiteStore(CheckpointStore):
         rows = await self._run(self._query, _RUN_INFO_QUERY + " WHERE r.run_id = ?", (run_id,))
         return RunInfo(*rows[0]) if rows else None
 
-    async def list_runs(self, status: str | None = None, limit: int = 100) -> list[RunInfo]:
-        where, params = ("", ()) if status is None else (" WHERE r.status = ?", (status,))
+    async def list_runs(self, status: str | None = None, limit: int = 100, graph_digest: str | None = None) -> list[RunInfo]:
+        where, params = _run_filter(status, graph_digest)
         rows = await self._run(self._query, _RUN_INFO_QUERY + where + " ORDER BY r.updated_at DESC LIMIT ?", (*params, limit))
         return [RunInfo(*row) for row in rows]
 
@@ -652,8 +664,8 @@ class PostgresStore(CheckpointStore):
         row = await self._require_pool().fetchrow(_pg(_RUN_INFO_QUERY + " WHERE r.run_id = ?"), run_id)
         return RunInfo(*row) if row else None
 
-    async def list_runs(self, status: str | None = None, limit: int = 100) -> list[RunInfo]:
-        where, params = ("", ()) if status is None else (" WHERE r.status = ?", (status,))
+    async def list_runs(self, status: str | None = None, limit: int = 100, graph_digest: str | None = None) -> list[RunInfo]:
+        where, params = _run_filter(status, graph_digest)
         query = _pg(_RUN_INFO_QUERY + where + " ORDER BY r.updated_at DESC LIMIT ?")
         return [RunInfo(*row) for row in await self._require_pool().fetch(query, *params, limit)]
 
