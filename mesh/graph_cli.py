@@ -59,7 +59,7 @@ async def _run(args: argparse.Namespace, config, coordinator: str, graph_input: 
 
     target = resolve_target(config, coordinator)
     message = user_message(data={"graph": args.graph, "input": graph_input})
-    progress = Progress(args.graph, enabled=not args.json and sys.stdout.isatty())
+    progress = Progress(args.graph, live=sys.stdout.isatty(), quiet=args.json)
     state = task_id = None
     async with http_client(target.token, timeout=args.timeout) as http:
         card = await _call(target, fetch_card(http, target.url))
@@ -102,9 +102,10 @@ async def _run(args: argparse.Namespace, config, coordinator: str, graph_input: 
 class Progress:
     """One live line on a terminal (superstep, active vertices, elapsed); plain lines elsewhere."""
 
-    def __init__(self, graph: str, enabled: bool) -> None:
+    def __init__(self, graph: str, live: bool, quiet: bool = False) -> None:
         self.graph = graph
-        self.enabled = enabled
+        self.enabled = live and not quiet
+        self.quiet = quiet
         self.started = time.monotonic()
         self.line = "starting"
         self._shown = False
@@ -112,6 +113,8 @@ class Progress:
     def status(self, status) -> None:
         from mesh.console import parts_text, state_name
 
+        if self.quiet:
+            return
         text = parts_text([p for p in status.message.parts if p.WhichOneof("content") == "text"]) if status.HasField("message") else ""
         if status.state == 2 and not text:  # TASK_STATE_WORKING, nothing to say yet
             return
@@ -125,6 +128,8 @@ class Progress:
             self.say(f"[{state_name(status.state)}] {text}".rstrip())
 
     def say(self, text: str) -> None:
+        if self.quiet:
+            return
         self.clear()
         print(text, flush=True)
         if self.enabled:

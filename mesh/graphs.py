@@ -60,7 +60,7 @@ from mesh.config import MeshConfig
 from mesh.pregel import CheckpointStore, Engine, GraphSpec, PythonVertex, Run, VertexCall, VertexResult, open_store
 from mesh.pregel.functions import python_vertex_factory, resolve_aggregator, resolve_combiner
 from mesh.pregel.vertex import send_pairs
-from mesh.vertices import A2AVertex, AgentVertex, GroupVertex, RemoteVertex
+from mesh.vertices import A2AVertex, AgentVertex, GroupVertex, RemoteVertex, agents_named
 
 log = logging.getLogger("mesh.graphs")
 
@@ -374,6 +374,9 @@ class GraphRuntime:
         guard = edge_guard(self.config, graph, self._guard()) if graph.guard is not None else None
 
         def make(spec):
+            unknown = [agent for agent in agents_named(spec) if agent not in self.config.agents]
+            if unknown:  # e.g. a mutation adding a vertex for an agent the mesh does not have: refused
+                raise LookupError(f"no agent named {', '.join(map(repr, unknown))} in this mesh")
             function = RemoteCall(self, spec, name) if isinstance(spec, RemoteVertex) else python_vertex_factory(spec)
             return guarded_vertex(function, guard, name) if guard is not None else function
 
