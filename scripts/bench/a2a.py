@@ -26,11 +26,7 @@ from pathlib import Path
 
 import httpx
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
-# This file is named a2a.py: keep its folder off sys.path so `import a2a` finds the SDK.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-sys.path.insert(0, str(ROOT))
+from _paths import HERE, ROOT  # noqa: E402, I001 - first: keeps this folder (a2a.py!) off sys.path
 
 from tests.util import free_ports, wait_for_port  # noqa: E402
 

@@ -24,9 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-# This script's own directory holds other benchmarks (a2a.py...) that would shadow packages.
-sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent)]
 
 from agents.guard.embedded import EXEMPLARS, EmbeddedClassifier, Thresholds, fit_probe, decide  # noqa: E402
 from mesh.guard import CATEGORIES, CachedClassifier, Turn  # noqa: E402

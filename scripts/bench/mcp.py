@@ -27,11 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-# Run as a script, this file's directory comes first on sys.path, and this file is named mcp.py:
-# without this, `import mcp` would import the benchmark itself.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-sys.path.insert(0, str(ROOT))
+from _paths import ROOT  # noqa: E402, I001 - first: keeps this folder (mcp.py!) off sys.path
 
 
 def reference_server():
