@@ -90,7 +90,7 @@ def test_a_graph_in_its_yaml_shape_validates_and_round_trips():
         (lambda g: g.update(entry=[]), "entry", "at least 1 item"),
         (lambda g: g.update(outputs=["c", "x"]), "outputs.1", "unknown vertex 'x'"),
         (lambda g: g["vertices"].append(vertex("a")), "vertices.3.id", "duplicate vertex id 'a' (also vertices.0)"),
-        (lambda g: g["vertices"][1].update(kind="agent"), "vertices.1.kind", "unknown vertex kind 'agent' (known kinds:"),
+        (lambda g: g["vertices"][1].update(kind="banana"), "vertices.1.kind", "unknown vertex kind 'banana' (known kinds:"),
         (lambda g: g["vertices"][1].pop("kind"), "vertices.1.kind", "Field required"),
         (lambda g: g["vertices"][1].update(function="no_colon"), "vertices.1.function", "module:function import path"),
         (lambda g: g["vertices"][1].update(prompt="hi"), "vertices.1.prompt", "Extra inputs are not permitted"),
