@@ -267,3 +267,39 @@ def test_a_killed_coordinator_resumes_without_repeating_finished_calls(mesh):
     finally:
         again.send_signal(signal.SIGTERM)
         again.wait(30)
+
+
+def test_runs_and_tasks_in_postgresql(tmp_path, postgres_url):
+    import asyncio
+
+    import asyncpg
+
+    ports = free_ports(2)
+    config = write_mesh(tmp_path, {
+        "coordinator": {"module": "agents.coordinator", "port": ports[0]},
+        "fast": worker(ports[1], tmp_path / "fast.jsonl", "fast"),
+    }, graphs={"pair": {"entry": "a", "vertices": [agent("a", "fast"), agent("b", "fast")], "edges": ["a -> b"]}},
+        extra="")
+    text = config.read_text().replace("state:\n", "state:\n  database: ${TEST_DATABASE_URL}\n", 1)
+    config.write_text(text)
+    env = {"TEST_DATABASE_URL": postgres_url}
+    with MeshUp(config, env=env) as up:
+        up.wait_ready()
+        result = run_cli("run", "pair", "pg", "--json", "-c", str(config), env=env, timeout=60)
+        run_id, data = final_result(result)
+        assert data["outputs"] == {"a": "fast: pg", "b": "fast: fast: pg"}
+        assert up.stop() == 0
+
+    async def stored() -> tuple:
+        connection = await asyncpg.connect(postgres_url)
+        try:
+            run = await connection.fetchrow("SELECT status FROM pregel_runs WHERE run_id = $1", run_id)
+            steps = await connection.fetchval("SELECT count(*) FROM pregel_supersteps WHERE run_id = $1", run_id)
+            task = await connection.fetchrow("SELECT status FROM a2a_tasks_coordinator WHERE id = $1", run_id)
+            return run, steps, task
+        finally:
+            await connection.close()
+
+    run, steps, task = asyncio.run(stored())
+    assert run["status"] == "done" and steps == 2
+    assert json.loads(task["status"])["state"] == "TASK_STATE_COMPLETED"
