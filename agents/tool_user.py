@@ -32,10 +32,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mesh.executor import AgentFailure, TaskAgent
 
-try:  # the guard is being written in parallel: no guard module means no check
-    from mesh.guard import check_tool_result
-except ImportError:
-    check_tool_result = None
+from mesh.agent import AgentRuntime
+from mesh.guard import check_tool_result
+from mesh.tools import ToolConnections
 
 
 class OllamaSettings(BaseModel):
@@ -51,7 +50,6 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tools: list[str] = Field(default_factory=list, description="names of tools in mesh.yaml this agent may call")
-    config: str | None = Field(None, description="mesh.yaml to find the tools in (default: $MESH_CONFIG, else ./mesh.yaml)")
     ollama: OllamaSettings | None = None
     call_timeout_s: float = Field(60.0, gt=0, description="longest a single tool call may take")
 
@@ -196,31 +194,17 @@ def ollama_tool(qualified_name: str, tool: Any) -> dict[str, Any]:
 
 
 class ToolUser(TaskAgent):
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, runtime: AgentRuntime) -> None:
         super().__init__()
         self.settings = settings
-        self._config = None
-        self._connections = None
-
-    def config(self):
-        """mesh.yaml (loaded once), and a check that every granted tool is in it."""
-        if self._config is None:
-            from mesh.config import ConfigError, find_config
-            from mesh.tools import ToolConnections, load_config_for
-
-            try:
-                config, _ = load_config_for(find_config(self.settings.config))
-            except ConfigError as exc:
-                raise AgentFailure(f"cannot read the mesh file to find my tools: {exc}") from None
-            unknown = [name for name in self.settings.tools if name not in config.tools]
-            if unknown:
-                raise AgentFailure(f"tools not in {config.path}: {', '.join(unknown)}")
-            self._config = config
-            self._connections = ToolConnections(config, timeout=self.settings.call_timeout_s)
-        return self._config
+        unknown = [name for name in settings.tools if name not in runtime.config.tools]
+        if unknown:
+            raise ValueError(f"settings.tools names tools that are not in {runtime.config.path}: {', '.join(unknown)}")
+        self.mesh = runtime.config
+        self._connections = ToolConnections(runtime.config, timeout=settings.call_timeout_s)
 
     def kinds(self) -> dict[str, str]:
-        config = self.config()
+        config = self.mesh
         return {name: KINDS.get(config.tools[name].module, config.tools[name].module) for name in self.settings.tools}
 
     async def work(self, request: RequestContext, task: TaskUpdater) -> None:
@@ -268,7 +252,7 @@ class ToolUser(TaskAgent):
             await self._connections.discard(call.tool)  # a broken connection is opened again next time
             raise AgentFailure(f"calling {qualified} failed: {type(exc).__name__}: {exc}") from None
         text = result_text(result)
-        if check_tool_result is not None: await check_tool_result(text, tool=qualified)  # GUARD HOOK (mesh/guard.py): raises on an injected result
+        await check_tool_result(text, tool=qualified)  # the guard's injection check; a no-op without a guard policy
         parts = [new_text_part(text)]
         if result.structured_content is not None:
             parts.append(new_data_part(result.structured_content))
@@ -323,5 +307,5 @@ class ToolUser(TaskAgent):
         raise AgentFailure(f"no answer after {ollama.max_steps} rounds of tool calls")
 
 
-def create_executor(settings: Settings) -> ToolUser:
-    return ToolUser(settings)
+def create_executor(settings: Settings, runtime: AgentRuntime) -> ToolUser:
+    return ToolUser(settings, runtime)

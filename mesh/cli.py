@@ -176,7 +176,6 @@ def agent_service(config: MeshConfig, name: str):
         command=[sys.executable, "-m", "mesh", "serve", name, "-c", str(config.path)],
         host=host, port=agent.port, ready_url=probe,
         cwd=str(config.base_dir),  # module paths resolve next to mesh.yaml, as `mesh check` resolves them
-        env={"MESH_CONFIG": str(config.path)},  # agents that use the mesh (tools, graphs) find mesh.yaml
     )
 
 
