@@ -1,4 +1,5 @@
-"""Agents for the guard's end-to-end tests: one records that its executor ran, one says what it is told to say."""
+"""Agents for the guard's end-to-end tests and benchmark: one records that its executor ran, one says what it is
+told to say, one answers with its input behind a prefix (an output that differs from the input)."""
 
 from __future__ import annotations
 
@@ -22,9 +23,10 @@ card = AgentCard(
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    runs_file: str  # one line per executor run: the input text
+    runs_file: str | None = None  # one line per executor run: the input text
     chunks: list[str] = []  # artifact chunks to stream; none: echo the input
     status: str | None = None  # a working-status message sent first
+    prefix: str = ""  # with no chunks: answer with prefix + the input
 
 
 class Sayer(TaskAgent):
@@ -33,13 +35,14 @@ class Sayer(TaskAgent):
         self.settings = settings
 
     async def work(self, request: RequestContext, task: TaskUpdater) -> None:
-        with Path(self.settings.runs_file).open("a") as runs:
-            runs.write(request.get_user_input().replace("\n", " ") + "\n")
+        if self.settings.runs_file:
+            with Path(self.settings.runs_file).open("a") as runs:
+                runs.write(request.get_user_input().replace("\n", " ") + "\n")
         if self.settings.status:
             await task.update_status(TaskState.TASK_STATE_WORKING,
                                      message=task.new_agent_message([new_text_part(self.settings.status)]))
         if not self.settings.chunks:
-            await task.add_artifact([new_text_part(request.get_user_input())], name="echo")
+            await task.add_artifact([new_text_part(self.settings.prefix + request.get_user_input())], name="echo")
             return
         artifact_id = f"{task.task_id}-answer"
         for index, chunk in enumerate(self.settings.chunks):

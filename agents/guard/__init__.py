@@ -6,6 +6,10 @@ nearest exemplars + injection rules) when no Ollama server answers or when
 The skill takes a text part (checked as user input) or a data part
 ``{"turns": [{"role": "user"|"assistant", "content": ...}, ...]}`` and answers
 with a message holding a readable text part and the verdict as a data part.
+A data part ``{"batch": [{"turns": [...]}, ...]}`` asks for many verdicts in
+one round trip (the mesh's guard client sends the checks that queue up while
+a request is under way this way) and is answered with ``{"verdicts": [...]}``
+in the same order, an item that cannot be classified as ``{"error": reason}``.
 A data part ``{"status": true}`` answers with the backend in use and the
 per-category counts. If no verdict can be given the task fails with the
 reason: an error is never a pass.
@@ -28,6 +32,8 @@ from a2a.types import AgentCapabilities, AgentCard, AgentSkill, Message, Role
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mesh.guard import (
+    BATCH_LIMIT,
+    BATCH_SKILL,
     CATEGORIES,
     VERDICT_COUNTS,
     CachedClassifier,
@@ -61,6 +67,17 @@ card = AgentCard(
             ),
             tags=["safety", "llama-guard", "moderation", "prompt-injection"],
             examples=["How do I kill a Python process?", '{"turns": [{"role": "user", "content": "hi"}]}'],
+        ),
+        AgentSkill(
+            id=BATCH_SKILL,
+            name="Classify many conversations",
+            description=(
+                f"Data {{\"batch\": [{{\"turns\": [...]}}, ...]}} with at most {BATCH_LIMIT} conversations: answers data "
+                "{\"verdicts\": [...]} in the same order, each a verdict as for 'classify' or {\"error\": reason}."
+            ),
+            tags=["safety", "batch"],
+            examples=['{"batch": [{"turns": [{"role": "user", "content": "hi"}]}, '
+                      '{"turns": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}]}'],
         ),
         AgentSkill(
             id="status",
@@ -205,6 +222,28 @@ def describe(classifier: Any) -> dict:
     return inner.describe()
 
 
+def batch_of(message: Message) -> list[list[Turn]] | None:
+    """The conversations of a data part {"batch": [{"turns": [...]}, ...]}, or None when the message has none."""
+    for data in get_data_parts(message.parts):
+        if isinstance(data, dict) and "batch" in data:
+            items = data["batch"]
+            if not isinstance(items, list) or not items:
+                raise ValueError("'batch' must be a non-empty list of {\"turns\": [...]}")
+            if len(items) > BATCH_LIMIT:
+                raise ValueError(f"'batch' holds {len(items)} conversations; at most {BATCH_LIMIT} per request")
+            conversations = []
+            for number, item in enumerate(items):
+                try:
+                    turns = [Turn.model_validate(t) for t in item["turns"]]
+                except (ValidationError, TypeError, KeyError) as exc:
+                    raise ValueError(f"batch[{number}]: needs 'turns', a list of {{role: user|assistant, content: text}}: {exc}") from None
+                if not turns:
+                    raise ValueError(f"batch[{number}]: 'turns' is empty: nothing to classify")
+                conversations.append(turns)
+            return conversations
+    return None
+
+
 def turns_of(message: Message) -> list[Turn]:
     """The conversation a request asks about: data {"turns": [...]} or the message's text as user input."""
     for data in get_data_parts(message.parts):
@@ -234,6 +273,10 @@ class GuardAgent(AgentExecutor):
             await event_queue.enqueue_event(self._reply(context, "guard status", await self.status()))
             return
         try:
+            batch = batch_of(message)
+            if batch is not None:
+                await event_queue.enqueue_event(await self._classify_batch(context, batch))
+                return
             turns = turns_of(message)
             verdict = await self.classifier.classify(turns)
         except (ValueError, GuardError) as exc:
@@ -241,6 +284,24 @@ class GuardAgent(AgentExecutor):
             return
         record_verdict(verdict, sum(len(t.content) for t in turns))
         await event_queue.enqueue_event(self._reply(context, verdict.summary(), verdict.model_dump()))
+
+    async def _classify_batch(self, context: RequestContext, batch: list[list[Turn]]) -> Message:
+        # All at once: the embedded backend embeds them together in one forward pass.
+        results = await asyncio.gather(*(self.classifier.classify(turns) for turns in batch), return_exceptions=True)
+        answers: list[dict] = []
+        for turns, result in zip(batch, results):
+            if isinstance(result, (ValueError, GuardError)):
+                log.warning("no verdict for a batch item: %s", result)
+                answers.append({"error": str(result)})
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                record_verdict(result, sum(len(t.content) for t in turns))
+                answers.append(result.model_dump())
+        unsafe = sum(1 for a in answers if a.get("safe") is False)
+        failed = sum(1 for a in answers if "error" in a)
+        text = f"{len(answers)} verdicts: {unsafe} unsafe" + (f", {failed} without a verdict" if failed else "")
+        return self._reply(context, text, {"verdicts": answers})
 
     async def status(self) -> dict:
         inner = self.classifier.inner if isinstance(self.classifier, CachedClassifier) else self.classifier
