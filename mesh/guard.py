@@ -28,7 +28,7 @@ import logging
 import time
 import uuid
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -220,6 +220,17 @@ class VerdictCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    async def verdict(self, turns: Sequence[Turn], classify: Callable[[Sequence[Turn]], Awaitable[Verdict]]) -> Verdict:
+        """The cached verdict for ``turns`` (marked cached), or ``classify(turns)``'s, remembered."""
+        started = time.perf_counter()
+        key = content_hash(turns)
+        hit = self.get(key)
+        if hit is not None:
+            return hit.model_copy(update={"cached": True, "latency_ms": (time.perf_counter() - started) * 1000})
+        verdict = await classify(turns)
+        self.put(key, verdict)
+        return verdict
+
 
 class CachedClassifier:
     """Wraps a classifier with a VerdictCache: the same content is classified once."""
@@ -229,14 +240,7 @@ class CachedClassifier:
         self.cache = VerdictCache(size)
 
     async def classify(self, turns: Sequence[Turn]) -> Verdict:
-        started = time.perf_counter()
-        key = content_hash(turns)
-        hit = self.cache.get(key)
-        if hit is not None:
-            return hit.model_copy(update={"cached": True, "latency_ms": (time.perf_counter() - started) * 1000})
-        verdict = await self.inner.classify(turns)
-        self.cache.put(key, verdict)
-        return verdict
+        return await self.cache.verdict(turns, self.inner.classify)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -391,17 +395,13 @@ class GuardClient:
 
     async def classify(self, turns: Sequence[Turn]) -> Verdict:
         """The verdict for ``turns``; raises GuardError when the guard cannot answer in time."""
-        started = time.perf_counter()
-        key = content_hash(turns)
-        hit = self.cache.get(key)
-        if hit is not None:
-            return hit.model_copy(update={"cached": True, "latency_ms": (time.perf_counter() - started) * 1000})
+        return await self.cache.verdict(turns, self._verdict_in_time)
+
+    async def _verdict_in_time(self, turns: Sequence[Turn]) -> Verdict:
         try:
-            verdict = await asyncio.wait_for(self._verdict(list(turns)), self.timeout_s)
+            return await asyncio.wait_for(self._verdict(list(turns)), self.timeout_s)
         except TimeoutError:
             raise GuardError(f"the guard at {self.url} did not answer within {self.timeout_s:g}s") from None
-        self.cache.put(key, verdict)
-        return verdict
 
     async def _verdict(self, turns: list[Turn]) -> Verdict:
         await self._open()

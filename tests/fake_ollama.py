@@ -6,13 +6,18 @@ the two calls the guard makes: ``POST /api/chat`` (non-streaming) and
 ``POST /api/show``, including the 404 body for a model that is not pulled.
 Each chat request takes the next scripted reply: a text (the model's answer),
 ``NOT_FOUND``, ``HANG`` (never answers, to test timeouts) or ``GARBAGE``
-(a body that is not Ollama's JSON).
+(a body that is not Ollama's JSON); with none left, ``respond(request)``
+gives the assistant message (default: ``safe``). It runs in the test's event
+loop (``async with``) or in a thread of its own (``with``), for tests whose
+client is another process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 from hypercorn.asyncio import serve
@@ -30,8 +35,10 @@ GARBAGE = object()
 
 
 class FakeOllama:
-    def __init__(self, models: tuple[str, ...] = ("llama-guard3:1b",)) -> None:
-        self.models = set(models)
+    def __init__(self, models: tuple[str, ...] | None = ("llama-guard3:1b",),
+                 respond: Callable[[dict], dict] | None = None) -> None:
+        self.models = None if models is None else set(models)  # None: every model is pulled
+        self.respond = respond or (lambda request: {"role": "assistant", "content": "safe"})
         self.replies: list = []
         self.requests: list[dict] = []
         self.port = free_port()
@@ -39,6 +46,8 @@ class FakeOllama:
         self._release = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _not_found(self, model: str) -> JSONResponse:
         return JSONResponse({"error": f'model "{model}" not found, try pulling it first'}, status_code=404)
@@ -46,8 +55,8 @@ class FakeOllama:
     async def chat(self, request: Request):
         body = await request.json()
         self.requests.append(body)
-        reply = self.replies.pop(0) if self.replies else "safe"
-        if reply is NOT_FOUND or body.get("model") not in self.models:
+        reply = self.replies.pop(0) if self.replies else None
+        if reply is NOT_FOUND or not self._pulled(body.get("model")):
             return self._not_found(body.get("model", ""))
         if reply is HANG:
             await self._release.wait()
@@ -57,7 +66,7 @@ class FakeOllama:
         return JSONResponse({
             "model": body["model"],
             "created_at": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
-            "message": {"role": "assistant", "content": reply},
+            "message": self.respond(body) if reply is None else {"role": "assistant", "content": reply},
             "done_reason": "stop",
             "done": True,
             "total_duration": 123_000_000,
@@ -71,13 +80,16 @@ class FakeOllama:
     async def show(self, request: Request):
         body = await request.json()
         model = body.get("model") or body.get("name", "")
-        if model not in self.models:
+        if not self._pulled(model):
             return JSONResponse({"error": f"model '{model}' not found"}, status_code=404)
         return JSONResponse({
             "modelfile": f"FROM {model}", "parameters": "", "template": "{{ .Prompt }}",
             "details": {"format": "gguf", "family": "llama", "parameter_size": "1.5B", "quantization_level": "Q8_0"},
             "model_info": {}, "modified_at": "2026-01-01T00:00:00Z",
         })
+
+    def _pulled(self, model: str | None) -> bool:
+        return self.models is None or model in self.models
 
     async def __aenter__(self) -> FakeOllama:
         app = Starlette(routes=[Route("/api/chat", self.chat, methods=["POST"]),
@@ -104,3 +116,23 @@ class FakeOllama:
         self._stop.set()
         if self._task is not None:
             await self._task
+
+    def __enter__(self) -> FakeOllama:
+        started = threading.Event()
+
+        async def serve_here() -> None:
+            self._loop = asyncio.get_running_loop()
+            async with self:
+                started.set()
+                await self._stop.wait()
+
+        self._thread = threading.Thread(target=asyncio.run, args=(serve_here(),), daemon=True)
+        self._thread.start()
+        if not started.wait(30):
+            raise RuntimeError("the fake Ollama server did not start")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        assert self._loop is not None and self._thread is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)

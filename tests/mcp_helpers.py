@@ -20,6 +20,7 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
+from tests.fake_ollama import FakeOllama
 from tests.util import ROOT
 
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
@@ -177,52 +178,20 @@ def python_env() -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp")}
 
 
-class FakeOllama:
+def tool_calling_ollama(tool: str, arguments: dict) -> FakeOllama:
     """A stand-in for Ollama's /api/chat (no Ollama can run here): asks for one tool call, then answers with its result.
 
     It records every request, so a test can check the tools the agent offered
     and the tool result it sent back.
     """
 
-    def __init__(self, tool: str, arguments: dict) -> None:
-        self.requests: list[dict] = []
-        fake = self
+    def respond(request: dict) -> dict:
+        tool_results = [m for m in request["messages"] if m.get("role") == "tool"]
+        if not tool_results:
+            return {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": tool, "arguments": arguments}}]}
+        return {"role": "assistant", "content": f"The tool said: {tool_results[-1]['content']}"}
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802 - the http.server API
-                request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                fake.requests.append(request)
-                tool_results = [m for m in request["messages"] if m.get("role") == "tool"]
-                if not tool_results:
-                    message = {"role": "assistant", "content": "",
-                               "tool_calls": [{"function": {"name": tool, "arguments": arguments}}]}
-                else:
-                    message = {"role": "assistant", "content": f"The tool said: {tool_results[-1]['content']}"}
-                body = json.dumps({"model": request["model"], "created_at": "2026-01-01T00:00:00Z",
-                                   "message": message, "done": True, "done_reason": "stop"}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> FakeOllama:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    return FakeOllama(models=None, respond=respond)
 
 
 def a2a_stream(url: str, text: str | None = None, data: Any = None, timeout: float = 60) -> list[dict]:

@@ -8,20 +8,20 @@ import pytest
 
 from mesh.config import load_config
 from tests.mcp_helpers import (
-    FakeOllama,
     a2a_stream,
     make_database,
     make_documents,
     python_env,
     stdio_client,
     text_of,
+    tool_calling_ollama,
 )
 from tests.util import MeshUp, free_ports, write_mesh
 
 
 @pytest.fixture(scope="module")
 def ollama():
-    with FakeOllama("calc__calculate", {"expression": "6*7"}) as fake:
+    with tool_calling_ollama("calc__calculate", {"expression": "6*7"}) as fake:
         yield fake
 
 
