@@ -34,6 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from mesh import h2streams
 from mesh.agent import AgentModuleError, AgentRuntime, load_agent_module
 from mesh.modules import describe_exception
 from mesh.config import MeshConfig, SkillConfig
@@ -232,6 +233,7 @@ async def serve_asgi(
     certificate and key it is TLS with ALPN offering h2 and http/1.1.
     ``what`` names the server in errors ("agent echo").
     """
+    h2streams.install()
     config = HypercornConfig()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     if certfile and keyfile:

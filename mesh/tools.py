@@ -8,7 +8,7 @@ the way an agent is::
 
 Settings are validated with the context ``{"base_dir": <mesh.yaml's directory>,
 "state_dir": <the mesh's state directory>}`` so that a path in settings can be
-relative to mesh.yaml (see ``mcp_tools/_paths.py``). Every tool module runs
+relative to mesh.yaml (see ``mcp_tools/_common.py``). Every tool module runs
 with ``python -m MODULE [--config mesh.yaml --name NAME] [--http --host H
 --port P]`` (``run_module`` below, which each module calls as its ``__main__``): stdio by default, streamable HTTP served by
 hypercorn (HTTP/1.1 and h2c on one port) with ``--http``.

@@ -1,8 +1,10 @@
 """Real agent processes under `mesh up`, spoken to with curl over HTTP/1.1 and h2c: cards, both method
 name sets, SSE streams, tasks, the REST binding, and every kind of bad input."""
 
+import asyncio
 import json
 
+import httpx
 import pytest
 
 from tests.util import MeshUp, curl, curl_json, free_ports, jsonrpc, sse_events, write_mesh
@@ -261,6 +263,28 @@ def test_oversized_h2_body_without_length(mesh, tmp_path):
     result = curl(H2, "-w", "\n%{http_code}", mesh.primes + "/", "-H", "Content-Type: application/json",
                   "-H", "Content-Length:", "--data-binary", f"@{big}")
     assert result.stdout.rpartition("\n")[2] == "413", (result.returncode, result.stderr, result.stdout[-300:])
+
+
+async def test_an_early_answer_over_h2_leaves_the_connection_and_its_other_streams_alone(mesh):
+    # The 413 goes out while the client is still sending the body: the rest of the body must be
+    # dropped, not end the connection with every other request on it (pgjones/hypercorn#329).
+    async def slow_body():
+        yield jsonrpc("message/send", message("z" * 70_000)).encode()
+        for _ in range(10):
+            await asyncio.sleep(0.05)
+            yield b" " * 16_384
+
+    async with httpx.AsyncClient(http1=False, http2=True, timeout=30) as client:
+        beside = asyncio.create_task(client.post(mesh.primes + "/", content=jsonrpc("message/send", message(
+            "primes below 3000000")), headers={"Content-Type": "application/json"}))
+        refused = await client.post(mesh.primes + "/", content=slow_body(), headers={"Content-Type": "application/json"})
+        assert refused.status_code == 413 and refused.http_version == "HTTP/2"
+        assert "Request body too large" in refused.json()["error"]["message"]
+        assert (await beside).json()["result"]["status"]["state"] == "completed"
+        after = await client.post(mesh.primes + "/", content=jsonrpc("tasks/get", {"id": "none"}),
+                                  headers={"Content-Type": "application/json"})
+        assert after.status_code == 200 and after.json()["error"]["code"] == -32001
+    assert "KeyError" not in mesh.output
 
 
 def test_one_log_line_per_request(mesh):
