@@ -23,16 +23,25 @@ from typing import Any
 from a2a.helpers import get_data_parts, get_message_text, new_data_part, new_text_part
 from a2a.server.agent_execution import RequestContext
 from a2a.server.tasks import TaskUpdater
-from a2a.types import AgentCapabilities, AgentCard, AgentSkill, Artifact, Message, Part, Role, TaskState
+from a2a.types import (
+    AgentCapabilities,
+    AgentCard,
+    AgentSkill,
+    Artifact,
+    Message,
+    Part,
+    Role,
+    TaskState,
+)
 from google.protobuf.json_format import ParseDict
 from google.protobuf.struct_pb2 import Value
 from pydantic import BaseModel, ConfigDict
 
-from mesh.agent import AgentRuntime
-from mesh.executor import AgentFailure, Suspended, TaskAgent
-from mesh.graphs import GraphRuntime, checkpoint_store
+from mesh.graphs.runtime import GraphRuntime, checkpoint_store
 from mesh.pregel import Run, RunResult, SuperstepEvent
-from mesh.store import update_task
+from mesh.serving.agents import AgentRuntime
+from mesh.serving.executor import AgentFailure, Suspended, TaskAgent
+from mesh.serving.store import update_task
 
 log = logging.getLogger("agents.coordinator")
 

@@ -4,7 +4,7 @@ from a2a.server.agent_execution import RequestContext
 from a2a.server.tasks import TaskUpdater
 from a2a.types import AgentCapabilities, AgentCard, AgentSkill
 
-from mesh.executor import TaskAgent
+from mesh.serving.executor import TaskAgent
 
 card = AgentCard(
     name="Echo",

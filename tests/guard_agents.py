@@ -11,7 +11,7 @@ from a2a.server.tasks import TaskUpdater
 from a2a.types import AgentCapabilities, AgentCard, AgentSkill, TaskState
 from pydantic import BaseModel, ConfigDict
 
-from mesh.executor import TaskAgent
+from mesh.serving.executor import TaskAgent
 
 card = AgentCard(
     name="Guard test agent", description="records runs and emits configured output", version="1.0.0",

@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         with MeshUp(config) as mesh:
             mesh.wait_ready()
             bridge = subprocess.Popen(
-                [PYTHON, "-m", "mesh.bridge", "-c", str(config), "--http", "--port", str(ports["bridge"])],
+                [PYTHON, "-m", "mesh.tools.bridge", "-c", str(config), "--http", "--port", str(ports["bridge"])],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
             try:
                 wait_for_health(f"http://127.0.0.1:{ports['bridge']}/health", bridge)

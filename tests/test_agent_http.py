@@ -7,7 +7,15 @@ import json
 import httpx
 import pytest
 
-from tests.util import MeshUp, curl, curl_json, free_ports, jsonrpc, sse_events, write_mesh
+from tests.util import (
+    MeshUp,
+    curl,
+    curl_json,
+    free_ports,
+    jsonrpc,
+    sse_events,
+    write_mesh,
+)
 
 H1, H2 = "--http1.1", "--http2-prior-knowledge"
 BOTH = pytest.mark.parametrize("http", [H1, H2], ids=["http1.1", "h2c"])

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from tests.util import MESH, ROOT, MeshUp, free_ports, run_cli, mesh_env, write_mesh
+from tests.util import MESH, ROOT, MeshUp, free_ports, mesh_env, run_cli, write_mesh
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.util import MESH, ROOT, MeshUp, curl_json, free_ports, jsonrpc, mesh_env, run_cli, write_mesh
+from tests.util import (
+    MESH,
+    ROOT,
+    MeshUp,
+    curl_json,
+    free_ports,
+    jsonrpc,
+    mesh_env,
+    run_cli,
+    write_mesh,
+)
 
 STEPS = "tests.sample_agents.steps"
 WORKER = "tests.sample_agents.worker"

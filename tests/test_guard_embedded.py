@@ -1,5 +1,5 @@
 """The embedded guard for real (MiniLM on numpy + exemplars + injection rules), the verdict cache,
-and `mesh guard` in-process (run as `python -m mesh.guard_cli`, the same handler `mesh guard` calls)."""
+and `mesh guard` in-process (run as `python -m mesh.cli.guard`, the same handler `mesh guard` calls)."""
 
 import json
 import subprocess
@@ -9,7 +9,7 @@ import pytest
 
 from agents.guard import Settings, create_classifier
 from agents.guard.injection import scan
-from mesh.guard import CATEGORIES, CachedClassifier, as_turns
+from mesh.guard.verdicts import CATEGORIES, CachedClassifier, as_turns
 from tests.util import ROOT, mesh_env, write_mesh
 
 
@@ -85,7 +85,7 @@ async def test_the_cache_answers_repeated_content_without_classifying_again(clas
 
 
 def guard_cli(*args, input=None):
-    return subprocess.run([sys.executable, "-m", "mesh.guard_cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "mesh.cli.guard", *args], capture_output=True, text=True,
                           cwd=ROOT, env=mesh_env(), input=input, timeout=120)
 
 

@@ -5,7 +5,8 @@ import pytest
 
 from agents.guard import AutoClassifier, Settings, create_classifier
 from agents.guard.ollama import OllamaClassifier, OllamaUnreachable, parse_output
-from mesh.guard import GuardError, as_turns
+from mesh.errors import GuardError
+from mesh.guard.verdicts import as_turns
 from tests.fake_ollama import GARBAGE, HANG, NOT_FOUND, FakeOllama
 from tests.util import free_port
 

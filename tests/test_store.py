@@ -4,7 +4,7 @@ from a2a.auth.user import User
 from a2a.server.context import ServerCallContext
 from a2a.types import Artifact, ListTasksRequest, Part, Task, TaskState, TaskStatus
 
-from mesh.store import SQLiteTaskStore
+from mesh.serving.store import SQLiteTaskStore
 
 
 class Named(User):

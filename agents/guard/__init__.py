@@ -24,20 +24,25 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from a2a.helpers import get_data_parts, get_message_text, new_data_part, new_task_from_user_message, new_text_part
+from a2a.helpers import (
+    get_data_parts,
+    get_message_text,
+    new_data_part,
+    new_task_from_user_message,
+    new_text_part,
+)
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.events import EventQueue
 from a2a.server.tasks import TaskUpdater
 from a2a.types import AgentCapabilities, AgentCard, AgentSkill, Message, Role
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mesh.guard import (
-    BATCH_LIMIT,
-    BATCH_SKILL,
+from mesh.errors import GuardError
+from mesh.guard.client import BATCH_LIMIT, BATCH_SKILL
+from mesh.guard.verdicts import (
     CATEGORIES,
     VERDICT_COUNTS,
     CachedClassifier,
-    GuardError,
     Turn,
     Verdict,
     record_verdict,
@@ -179,7 +184,7 @@ class WithInjectionCheck:
         signals = await asyncio.to_thread(scan, turns[-1].content)
         if not signals.injection:
             return verdict
-        from mesh.guard import categories_of
+        from mesh.guard.verdicts import categories_of
 
         codes = [*verdict.codes, "INJ"]
         return verdict.model_copy(update={

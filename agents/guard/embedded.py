@@ -1,6 +1,6 @@
 """The embedded backend: small neural probes over MiniLM hidden states of labeled exemplars, plus injection rules.
 
-In-process, nothing downloaded, no torch: the text goes through mesh/embed.py
+In-process, nothing downloaded, no torch: the text goes through mesh/ml/embed.py
 (all-MiniLM-L6-v2 on numpy) and is compared with exemplars written for this
 project (``data/exemplars.jsonl``): harmful requests and answers per category
 S1-S14, prompt injections, and benign look-alikes labeled safe (dual-use
@@ -48,8 +48,17 @@ from pathlib import Path
 import numpy as np
 
 from agents.guard import injection
-from mesh.embed import DIMENSIONS, Embedder
-from mesh.guard import HAZARDS, INJECTION, GuardError, Turn, Verdict, categories_of, check_of, content_hash
+from mesh.errors import GuardError
+from mesh.guard.verdicts import (
+    HAZARDS,
+    INJECTION,
+    Turn,
+    Verdict,
+    categories_of,
+    check_of,
+    content_hash,
+)
+from mesh.ml.embed import DIMENSIONS, Embedder
 
 DATA = Path(__file__).resolve().parent / "data"
 EXEMPLARS = DATA / "exemplars.jsonl"

@@ -16,7 +16,15 @@ from collections.abc import Sequence
 import httpx
 import ollama
 
-from mesh.guard import HAZARDS, GuardError, Turn, Verdict, categories_of, check_of, content_hash
+from mesh.errors import GuardError
+from mesh.guard.verdicts import (
+    HAZARDS,
+    Turn,
+    Verdict,
+    categories_of,
+    check_of,
+    content_hash,
+)
 
 _CODES_LINE = re.compile(r"^S\d{1,2}(?:\s*,\s*S\d{1,2})*$")
 

@@ -22,34 +22,58 @@ durability), ``mesh.pregel.topology`` (mutations), ``mesh.pregel.checkpoint``
 (what is stored), ``mesh.pregel.figures`` (what is measured).
 """
 
-from mesh.pregel.checkpoint import (
-    CallRecord,
-    CheckpointStore,
-    PostgresStore,
-    RunInfo,
-    SQLiteStore,
-    StoreError,
-    open_store,
-)
-from mesh.pregel.engine import CompiledGraph, Engine, Run, RunNotFound, RunNotResumable
-from mesh.pregel.events import RunResult, SuperstepEvent
-from mesh.pregel.export import to_dot, to_mermaid
-from mesh.pregel.functions import ImportPathError, UnknownVertexKind, VertexFactory, python_vertex_factory
-from mesh.pregel.spec import (
-    AddEdge,
-    AddVertex,
-    EdgeSpec,
-    GraphSpec,
-    JoinPolicy,
-    Limits,
-    PythonVertex,
-    RemoveEdge,
-    RemoveVertex,
-    VertexSpec,
-    register_vertex_kind,
-)
-from mesh.pregel.topology import GraphBuildError
-from mesh.pregel.vertex import KEEP, Message, VertexCall, VertexResult
+import importlib
+from typing import Any
+
+# Names are imported on first use, so that ``mesh.pregel.spec`` (which
+# mesh.yaml's validation needs) does not load the engine or a database driver.
+_WHERE = {
+    "AddEdge": "mesh.pregel.spec",
+    "AddVertex": "mesh.pregel.spec",
+    "CallRecord": "mesh.pregel.checkpoint",
+    "CheckpointStore": "mesh.pregel.checkpoint",
+    "CompiledGraph": "mesh.pregel.engine",
+    "EdgeSpec": "mesh.pregel.spec",
+    "Engine": "mesh.pregel.engine",
+    "GraphBuildError": "mesh.pregel.topology",
+    "GraphSpec": "mesh.pregel.spec",
+    "ImportPathError": "mesh.pregel.functions",
+    "JoinPolicy": "mesh.pregel.spec",
+    "KEEP": "mesh.pregel.vertex",
+    "Limits": "mesh.pregel.spec",
+    "Message": "mesh.pregel.vertex",
+    "PostgresStore": "mesh.pregel.checkpoint",
+    "PythonVertex": "mesh.pregel.spec",
+    "RemoveEdge": "mesh.pregel.spec",
+    "RemoveVertex": "mesh.pregel.spec",
+    "Run": "mesh.pregel.engine",
+    "RunInfo": "mesh.pregel.checkpoint",
+    "RunNotFound": "mesh.pregel.engine",
+    "RunNotResumable": "mesh.pregel.engine",
+    "RunResult": "mesh.pregel.events",
+    "SQLiteStore": "mesh.pregel.checkpoint",
+    "StoreError": "mesh.pregel.checkpoint",
+    "SuperstepEvent": "mesh.pregel.events",
+    "UnknownVertexKind": "mesh.pregel.functions",
+    "VertexCall": "mesh.pregel.vertex",
+    "VertexFactory": "mesh.pregel.functions",
+    "VertexResult": "mesh.pregel.vertex",
+    "VertexSpec": "mesh.pregel.spec",
+    "open_store": "mesh.pregel.checkpoint",
+    "python_vertex_factory": "mesh.pregel.functions",
+    "register_vertex_kind": "mesh.pregel.spec",
+    "to_dot": "mesh.pregel.export",
+    "to_mermaid": "mesh.pregel.export",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mesh.pregel' has no attribute {name!r}")
+
 
 __all__ = [
     "KEEP",

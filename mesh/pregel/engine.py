@@ -91,10 +91,22 @@ from types import MappingProxyType
 from typing import Any
 
 from mesh.pregel._json import dumps as _dumps
-from mesh.pregel.checkpoint import CallRecord, CallRecorder, Checkpoint, CheckpointStore, NewRun, SavedRun
+from mesh.pregel.checkpoint import (
+    CallRecord,
+    CallRecorder,
+    Checkpoint,
+    CheckpointStore,
+    NewRun,
+    SavedRun,
+)
 from mesh.pregel.events import RunResult, SuperstepEvent, expand_summary
 from mesh.pregel.figures import Figures
-from mesh.pregel.functions import VertexFactory, empty_aggregate, python_vertex_factory, resolve_aggregator
+from mesh.pregel.functions import (
+    VertexFactory,
+    empty_aggregate,
+    python_vertex_factory,
+    resolve_aggregator,
+)
 from mesh.pregel.spec import GraphSpec
 from mesh.pregel.topology import GraphBuildError, Topology, Vertex
 from mesh.pregel.vertex import KEEP, Message, VertexCall, VertexResult, send_pairs

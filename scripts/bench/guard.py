@@ -25,15 +25,15 @@ import asyncio
 import json
 import os
 import statistics
-from dataclasses import replace
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 # This script's own directory holds other benchmarks (a2a.py...) that would shadow packages.
-sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent)]
+sys.path.insert(0, str(ROOT))  # benchmarks import the tests' helpers
 
 import numpy as np  # noqa: E402
 
@@ -47,7 +47,7 @@ from agents.guard.embedded import (  # noqa: E402
     ProbeConfig,
     decide,
 )
-from mesh.guard import CATEGORIES, CachedClassifier, Turn  # noqa: E402
+from mesh.guard.verdicts import CATEGORIES, CachedClassifier, Turn  # noqa: E402
 
 HELDOUT = EXEMPLARS.parent / "heldout.jsonl"
 FRESH = EXEMPLARS.parent / "fresh.jsonl"
@@ -211,7 +211,13 @@ def tune(classifier: EmbeddedClassifier, target_fpr: float) -> None:
 async def throughput(requests: int, concurrency: int) -> None:
     import yaml
 
-    from mesh.client import fetch_card, http_client, open_client, send_request, user_message
+    from mesh.client import (
+        fetch_card,
+        http_client,
+        open_client,
+        send_request,
+        user_message,
+    )
     from tests.util import MeshUp, free_ports  # the same process runner the tests use
 
     ports = free_ports(5)
@@ -276,7 +282,7 @@ def main() -> int:
     started = time.perf_counter()
     classifier = EmbeddedClassifier.load()
     print(f"embedded classifier: {classifier.model}; loaded in {time.perf_counter() - started:.1f}s "
-          f"(OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset: 1 by mesh/embed.py')})")
+          f"(OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset: 1 by mesh/ml/embed.py')})")
     if args.tune:
         tune(classifier, args.target_fpr)
         return 0

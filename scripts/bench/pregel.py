@@ -55,7 +55,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
-from _paths import ROOT  # noqa: E402, I001 - first: keeps this folder (a2a.py, mcp.py) off sys.path
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # benchmarks import the tests' helpers (tests/util.py)
 
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver  # noqa: E402
 from langgraph.graph import END, START, StateGraph  # noqa: E402
@@ -346,7 +347,7 @@ async def a2a_superstep(width: int = 100) -> None:
     import subprocess
 
     from mesh.config import load_config
-    from mesh.graphs import GraphRuntime
+    from mesh.graphs.runtime import GraphRuntime
     from tests.util import free_port, wait_for_port
 
     print(f"\n{width} A2A vertices in one superstep (one agent process on loopback, HTTP/2, one connection pool)")

@@ -13,7 +13,7 @@ from a2a.helpers import get_data_parts, get_message_text, new_text_part
 from a2a.types import AgentCapabilities, AgentCard, AgentSkill
 from pydantic import BaseModel, ConfigDict
 
-from mesh.executor import AgentFailure, TaskAgent
+from mesh.serving.executor import AgentFailure, TaskAgent
 
 card = AgentCard(name="Worker", description="test worker", capabilities=AgentCapabilities(streaming=True),
                  skills=[AgentSkill(id="work", name="Work", description="answers after a delay", tags=["test"])])

@@ -1,0 +1,154 @@
+"""`mesh guard TEXT...` / `mesh guard --file F`: one JSON verdict per input, one per line (for batch evaluation).
+
+Runs the guard agent's classifier in-process (the module named by the mesh's
+``guard.agent``, loaded like any agent module, with its settings), or asks
+the running guard agent with ``--remote``. Each TEXT is one input. A file
+holds one input per line: plain text, or JSON (a list of turns, an object
+with ``turns``, or one ``{"role", "content"}`` turn); its other keys (id,
+label...) are copied into the output line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    help = "classify texts with the mesh's guard and print one JSON verdict per input"
+    sub = commands.add_parser("guard", parents=[common], help=help, description=help)
+    sub.add_argument("text", nargs="*", help="texts to check as user input, each one input ('-' reads stdin lines)")
+    sub.add_argument("--file", "-f", help="inputs, one per line: text, or JSONL with role/content turns")
+    sub.add_argument("--output", metavar="TEXT", help="check TEXT as the agent's output answering the (single) input")
+    sub.add_argument("--remote", action="store_true", help="ask the running guard agent instead of classifying in-process")
+    sub.add_argument("--agent", help="the guard agent's name (default: mesh.yaml's guard.agent)")
+    sub.set_defaults(handler=cmd_guard)
+
+
+def cmd_guard(args: argparse.Namespace) -> int:
+    from mesh.cli.common import CliError
+
+    inputs = list(_inputs(args))
+    if not inputs:
+        raise CliError("nothing to classify: give TEXT arguments or --file F")
+    return asyncio.run(_run(args, inputs))
+
+
+def _inputs(args: argparse.Namespace):
+    from mesh.cli.common import CliError
+    from mesh.guard.verdicts import Turn, as_turns
+
+    texts = [line for line in sys.stdin.read().splitlines() if line.strip()] if args.text == ["-"] else args.text
+    if args.output is not None and len(texts) != 1:
+        raise CliError("--output checks one answer: give exactly one input TEXT with it")
+    for text in texts:
+        yield {}, as_turns(text, args.output)
+    if args.file:
+        path = Path(args.file)
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                extra, turns = _parse_line(line)
+                yield extra, [Turn.model_validate(t) for t in turns]
+            except (ValueError, TypeError) as exc:
+                raise CliError(f"{path}:{number}: {exc}") from None
+
+
+def _parse_line(line: str) -> tuple[dict, list]:
+    stripped = line.strip()
+    if not stripped.startswith(("{", "[")):
+        return {}, [{"role": "user", "content": line}]
+    value: Any = json.loads(stripped)
+    if isinstance(value, list):
+        return {}, value
+    if isinstance(value, dict) and "turns" in value:
+        return {k: v for k, v in value.items() if k != "turns"}, value["turns"]
+    if isinstance(value, dict) and "content" in value:
+        return {k: v for k, v in value.items() if k not in ("role", "content")}, [{"role": value.get("role", "user"), "content": value["content"]}]
+    raise ValueError("a JSON line needs 'turns' (a list of {role, content}) or 'role' and 'content'")
+
+
+async def _run(args: argparse.Namespace, inputs: list) -> int:
+    from mesh.cli.common import CliError, config_of
+    from mesh.errors import GuardError
+    from mesh.guard.client import GuardClient
+
+    config = config_of(args)
+    name = args.agent or (config.guard or {}).get("agent")
+    if not name:
+        raise CliError(f"{config.path} names no guard agent (guard: agent: NAME), and no --agent was given")
+    try:
+        agent = config.agent(name)
+    except KeyError as exc:
+        raise CliError(exc.args[0]) from None
+    if args.remote:
+        classifier: Any = GuardClient(config.url_of(name), config.token_of(agent), cache_size=0)
+    else:
+        classifier = _in_process(config, name, agent)
+    failures = 0
+    try:
+        for extra, turns in inputs:
+            try:
+                verdict = await classifier.classify(turns)
+                print(json.dumps({**extra, **verdict.model_dump()}, ensure_ascii=False), flush=True)
+            except GuardError as exc:
+                failures += 1
+                print(json.dumps({**extra, "error": str(exc)}, ensure_ascii=False), flush=True)
+    finally:
+        close = getattr(classifier, "aclose", None)
+        if close is not None:
+            await close()
+    return 1 if failures else 0
+
+
+def _in_process(config, name: str, agent):
+    from pydantic import ValidationError
+
+    from mesh.cli.common import CliError
+    from mesh.serving.agents import AgentModuleError, load_agent_module
+
+    if not agent.is_local:
+        raise CliError(f"the guard {name} is external ({agent.url}): use --remote")
+    try:
+        module = load_agent_module(agent.module, config.base_dir)
+        factory = getattr(module.module, "create_classifier", None)
+        if factory is None:
+            raise CliError(f"{agent.module} has no create_classifier(settings): is {name} a guard agent?")
+        return factory(module.settings(agent.settings))
+    except AgentModuleError as exc:
+        raise CliError(f"agent {name}: {exc}") from None
+    except ValidationError as exc:
+        raise CliError(f"agents.{name}.settings: {exc}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m mesh.cli.guard ...`: the same command on its own, with mesh's error handling."""
+    from mesh.cli.common import CliError
+    from mesh.config import ConfigError
+
+    parser = argparse.ArgumentParser(prog="mesh")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", help="mesh file (default: $MESH_CONFIG or ./mesh.yaml)")
+    register(parser.add_subparsers(), common)
+    args = parser.parse_args(["guard", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return args.handler(args)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except CliError as exc:
+        print(f"mesh: {exc}", file=sys.stderr)
+        return exc.code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

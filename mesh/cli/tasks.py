@@ -1,0 +1,96 @@
+"""`mesh send`, `mesh get` and `mesh cancel`: talking to one agent."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from mesh.cli.common import call_agent, settled_states, target_of
+from mesh.errors import CliError
+
+# -- send / get / cancel ------------------------------------------------------------------------
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    text = " ".join(args.text)
+    if text == "-":
+        text = sys.stdin.read()
+    data = None
+    if args.data is not None:
+        try:
+            data = json.loads(args.data)
+        except json.JSONDecodeError as exc:
+            raise CliError(f"--data is not JSON: {exc}") from None
+    if not text and data is None:
+        raise CliError("nothing to send: give a text or --data")
+    return asyncio.run(_send(args, text, data))
+
+
+async def _send(args: argparse.Namespace, text: str, data: Any) -> int:
+    from a2a.types import GetTaskRequest, TaskState
+
+    from mesh.cli.output import describe_event, state_name, to_json
+    from mesh.client import (
+        fetch_card,
+        http_client,
+        open_client,
+        send_request,
+        user_message,
+    )
+
+    target = target_of(args)
+    message = user_message(text or None, data, task_id=args.task, context_id=args.context)
+    final_state = task_id = None
+    async with http_client(target.token, timeout=args.timeout) as http:
+        card = await call_agent(target, fetch_card(http, target.url))
+        client = await open_client(http, card, streaming=args.stream)
+
+        async def consume() -> None:
+            nonlocal final_state, task_id
+            async for event in client.send_message(send_request(message)):
+                print(json.dumps(to_json(event)) if args.json else describe_event(event), flush=True)
+                kind = event.WhichOneof("payload")
+                if kind == "task":
+                    final_state, task_id = event.task.status.state, event.task.id
+                elif kind == "status_update":
+                    final_state, task_id = event.status_update.status.state, event.status_update.task_id
+
+        await call_agent(target, consume())
+        if task_id and final_state not in settled_states():
+            # A stream may end before its last state reaches it (e.g. a cancel
+            # from elsewhere); the task itself has the final word.
+            task = await call_agent(target, client.get_task(GetTaskRequest(id=task_id, history_length=0)))
+            final_state = task.status.state
+            if not args.json:
+                print(f"task {task_id} is {state_name(final_state)}")
+    failed = {TaskState.TASK_STATE_FAILED, TaskState.TASK_STATE_REJECTED, TaskState.TASK_STATE_CANCELED}
+    return 1 if final_state in failed else 0
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    from a2a.types import GetTaskRequest
+
+    return asyncio.run(_task_call(args, lambda client: client.get_task(GetTaskRequest(id=args.task_id))))
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from a2a.types import CancelTaskRequest
+
+    return asyncio.run(_task_call(args, lambda client: client.cancel_task(CancelTaskRequest(id=args.task_id))))
+
+
+async def _task_call(args: argparse.Namespace, call: Callable) -> int:
+    from mesh.cli.output import describe_task, to_json
+    from mesh.client import fetch_card, http_client, open_client
+
+    target = target_of(args)
+    async with http_client(target.token) as http:
+        card = await call_agent(target, fetch_card(http, target.url))
+        client = await open_client(http, card, streaming=False)
+        task = await call_agent(target, call(client))
+    print(json.dumps(to_json(task), indent=2) if args.json else describe_task(task))
+    return 0

@@ -1,0 +1,129 @@
+"""`mesh up`, `mesh serve AGENT` and `mesh check`: running the mesh and validating it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from mesh.cli.common import check_modules, config_of
+from mesh.cli.inspect import _probe_agents
+from mesh.cli.supervisor import Service
+from mesh.config import MeshConfig
+from mesh.errors import CliError
+from mesh.tools.modules import (
+    HEALTH_PATH,
+    bracketed,
+    tool_command,
+    tool_config,
+    tool_host,
+)
+
+# -- up / serve / check -------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from mesh.errors import ServeError
+    from mesh.logs import setup_logging
+    from mesh.serving.server import serve_agent
+
+    config = config_of(args)
+    setup_logging()
+    try:
+        agent = config.agent(args.agent)
+    except KeyError as exc:
+        raise CliError(exc.args[0]) from None
+    if not agent.is_local:
+        raise CliError(f"agent {args.agent} is external ({agent.url}); there is nothing to serve")
+    try:
+        asyncio.run(serve_agent(config, args.agent))
+    except ServeError as exc:
+        raise CliError(str(exc), code=3) from None
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from mesh.cli.supervisor import Supervisor
+    from mesh.cli.up import tool_service
+    from mesh.tools.modules import http_tool_names
+
+    config = config_of(args)
+    check_modules(config)
+    names = list(config.local_agents())
+    tools = http_tool_names(config)
+    if args.only:
+        wanted = [n.strip() for n in args.only.split(",") if n.strip()]
+        unknown = [n for n in wanted if n not in names and n not in tools]
+        if unknown:
+            raise CliError(f"--only names no local agent or HTTP tool: {', '.join(unknown)} "
+                           f"(local agents: {', '.join(names)}; HTTP tools: {', '.join(tools) or 'none'})")
+        names = [n for n in names if n in wanted]
+        tools = [n for n in tools if n in wanted]
+    if not names and not tools:
+        raise CliError(f"{config.path} declares no local agent or HTTP tool to start")
+    services = [agent_service(config, name) for name in names] + [tool_service(config, name) for name in tools]
+    supervisor = Supervisor(
+        services,
+        startup_timeout=config.server.startup_timeout,
+        grace=config.server.graceful_timeout + 5,
+        on_ready=lambda: ready_table(config, names, tools),
+    )
+    return asyncio.run(supervisor.run())
+
+
+def agent_service(config: MeshConfig, name: str):
+    from mesh.cli.supervisor import Service
+
+    agent = config.agent(name)
+    host = config.host_of(agent)
+    probe_host = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
+    scheme = "https" if agent.tls else "http"
+    probe = f"{scheme}://{f'[{probe_host}]' if ':' in probe_host else probe_host}:{agent.port}/health"
+    return Service(
+        kind="agent", name=name,
+        command=[sys.executable, "-m", "mesh", "serve", name, "-c", str(config.path)],
+        host=host, port=agent.port, ready_url=probe,
+        cwd=str(config.base_dir),  # module paths resolve next to mesh.yaml, as `mesh check` resolves them
+    )
+
+
+async def ready_table(config: MeshConfig, names: list[str], tools: list[str]) -> str:
+    """What `mesh up` prints once everything answers: the agents (skills from their live cards) and the HTTP tools."""
+    from mesh.cli.output import table
+    from mesh.guard.status import guard_column, guard_status
+    from mesh.serving.app import protocols_of
+    from mesh.tools.modules import tool_url
+
+    probed, status = await asyncio.gather(_probe_agents(config, names), guard_status(config))
+    skills = {row["name"]: row["skills"] for row in probed}
+    guard = guard_column(config, names, status)
+    rows = [[name, config.url_of(name), ", ".join(protocols_of(config, name)), ", ".join(skills[name]),
+             "bearer" if config.agent(name).auth else "none", guard[name]] for name in names]
+    text = table(["AGENT", "URL", "PROTOCOLS", "SKILLS", "AUTH", "GUARD"], rows) if rows else ""
+    if tools:
+        tool_rows = [[name, tool_url(config, name), "MCP streamable HTTP (http/1.1, h2c)", config.tools[name].module,
+                      "bearer" if config.tools[name].auth else "none"] for name in tools]
+        text += ("\n\n" if text else "") + table(["TOOL", "URL", "PROTOCOLS", "MODULE", "AUTH"], tool_rows)
+    return text
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = config_of(args)
+    check_modules(config)
+    local = list(config.local_agents())
+    external = [n for n in config.agents if n not in local]
+    print(f"{config.path}: valid: {len(local)} local agents ({', '.join(local) or 'none'}), "
+          f"{len(external)} external, {len(config.tools)} tools, {len(config.graphs)} graphs")
+    return 0
+
+
+def tool_service(config: MeshConfig, name: str) -> Service:
+    """What `mesh up` runs for an HTTP tool: its process, port and the URL that answers once it is ready."""
+    tool = tool_config(config, name)
+    host = tool_host(config, tool)
+    probe_host = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
+    return Service(
+        kind="tool", name=name, command=tool_command(config, name, http=True),
+        host=host, port=tool.port, ready_url=f"http://{bracketed(probe_host)}:{tool.port}{HEALTH_PATH}",
+        cwd=str(config.base_dir),
+    )

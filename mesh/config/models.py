@@ -1,0 +1,388 @@
+"""mesh.yaml -> a typed, validated MeshConfig; every error names the file, line and key path."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import socket
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+import mesh.graphs.vertices  # noqa: F401 - registers the agent, a2a and group vertex kinds before graphs validate
+from mesh.config.yamlsource import (
+    WHOLE_ENV_REFERENCE,
+    SourceProblem,
+    YamlSource,
+    YamlSourceError,
+    load_yaml,
+)
+from mesh.errors import ConfigError  # noqa: F401 - re-exported
+from mesh.pregel.spec import GraphSpec
+
+DEFAULT_CONFIG = "mesh.yaml"
+NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class KeyError_(ValueError):
+    """A model-level validation error about one key, so the report can point at that key's line."""
+
+    def __init__(self, key: str, message: str):
+        self.key = key
+        super().__init__(message)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class SkillConfig(Strict):
+    id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    description: str = ""
+    tags: list[str] = []
+    examples: list[str] = []
+    input_modes: list[str] = []
+    output_modes: list[str] = []
+
+
+class ProviderConfig(Strict):
+    organization: str
+    url: str
+
+
+class CardConfig(Strict):
+    """Card fields that override what the agent module declares."""
+
+    name: str | None = None
+    description: str | None = None
+    version: str | None = None
+    provider: ProviderConfig | None = None
+    documentation_url: str | None = None
+    icon_url: str | None = None
+    skills: list[SkillConfig] | None = None
+    extended_skills: list[SkillConfig] = []
+
+
+class AuthConfig(Strict):
+    """Bearer-token auth; the token must come from the environment as ``${VAR}``."""
+
+    bearer_token: str = Field(min_length=1)
+
+
+class TlsConfig(Strict):
+    cert: Path
+    key: Path
+
+
+class ServerConfig(Strict):
+    """Serving defaults shared by every agent (each agent may override host and body limit)."""
+
+    host: str = "127.0.0.1"
+    max_body_bytes: ByteSize = ByteSize(4 * 1024 * 1024)
+    graceful_timeout: float = Field(10.0, gt=0, le=600)
+    # hypercorn closes a connection after this many requests; long HTTP/2
+    # sessions (the coordinator's pool) must not be cut, so it is high.
+    keep_alive_max_requests: int = Field(1_000_000_000, ge=1)
+    startup_timeout: float = Field(30.0, gt=0, le=600)
+    # Cards change only when mesh.yaml does; clients revalidate with the ETag.
+    card_max_age: int = Field(300, ge=0)
+    # The A2A versions the card declares interfaces for. Both are always
+    # answered on the endpoint; listing "0.3" adds the 0.3 card fields (url,
+    # protocolVersion...) that 0.3 clients need, which a strict 1.0 schema refuses.
+    card_versions: list[Literal["1.0", "0.3"]] = Field(["1.0", "0.3"], min_length=1)
+
+
+class AgentConfig(Strict):
+    """One agent: a local module served by the mesh, or an external A2A agent by URL."""
+
+    module: str | None = None
+    url: str | None = None
+    host: str | None = None
+    port: Port | None = None
+    public_url: str | None = None
+    card: CardConfig = CardConfig()
+    auth: AuthConfig | None = None
+    tls: TlsConfig | None = None
+    max_body_bytes: ByteSize | None = None
+    settings: dict[str, Any] = {}
+    guard: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _local_or_external(self) -> AgentConfig:
+        if (self.module is None) == (self.url is None):
+            raise ValueError("give exactly one of 'module' (a local agent) or 'url' (an external A2A agent)")
+        if self.module is not None and self.port is None:
+            raise ValueError("a local agent needs a 'port'")
+        if self.url is not None:
+            for key in ("host", "port", "public_url", "tls", "max_body_bytes"):
+                if getattr(self, key) is not None:
+                    raise KeyError_(key, f"'{key}' is for local agents; an external agent has 'url' instead")
+            if not self.url.startswith(("http://", "https://")):
+                raise KeyError_("url", "must start with http:// or https://")
+        return self
+
+    @property
+    def is_local(self) -> bool:
+        return self.module is not None
+
+
+class ToolConfig(Strict):
+    """One MCP tool server: a module of mcp_tools/, over stdio or streamable HTTP."""
+
+    module: str
+    transport: Literal["stdio", "http"] = "stdio"
+    host: str | None = None
+    port: Port | None = None
+    public_url: str | None = None
+    auth: AuthConfig | None = None
+    settings: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _port_for_http(self) -> ToolConfig:
+        if self.transport == "http" and self.port is None:
+            raise ValueError("an HTTP tool server needs a 'port'")
+        for key in ("port", "host", "auth", "public_url"):
+            if self.transport == "stdio" and getattr(self, key) is not None:
+                raise KeyError_(key, f"'{key}' is for transport: http")
+        return self
+
+
+class StateConfig(Strict):
+    dir: Path = Path(".mesh")
+    database: str | None = None
+
+    @field_validator("database")
+    @classmethod
+    def _known_database(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("postgresql://", "postgres://", "postgresql+asyncpg://", "sqlite:///")):
+            raise ValueError("must be a postgresql:// URL (or sqlite:///PATH); leave it out for SQLite under state.dir")
+        return value or None
+
+
+class MeshConfig(Strict):
+    name: Name = "mesh"
+    state: StateConfig = StateConfig()
+    server: ServerConfig = ServerConfig()
+    agents: dict[Name, AgentConfig] = {}
+    tools: dict[Name, ToolConfig] = {}
+    guard: dict[str, Any] | None = None
+    graphs: dict[Name, GraphSpec] = {}
+    # The agent that runs graphs (`mesh run` talks to it); default: the agent named "coordinator".
+    coordinator: Name | None = None
+
+    _path: Path = PrivateAttr(default=Path(DEFAULT_CONFIG))
+    _source: YamlSource | None = PrivateAttr(default=None)
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def base_dir(self) -> Path:
+        return self._path.parent
+
+    @property
+    def state_dir(self) -> Path:
+        return (self.base_dir / self.state.dir).resolve()
+
+    def coordinator_name(self) -> str | None:
+        """The agent that runs this mesh's graphs: ``coordinator:``, else an agent named "coordinator"."""
+        if self.coordinator:
+            return self.coordinator
+        return "coordinator" if "coordinator" in self.agents else None
+
+    def local_agents(self) -> dict[str, AgentConfig]:
+        return {name: agent for name, agent in self.agents.items() if agent.is_local}
+
+    def agent(self, name: str) -> AgentConfig:
+        try:
+            return self.agents[name]
+        except KeyError:
+            known = ", ".join(sorted(self.agents)) or "none"
+            raise KeyError(f"no agent named {name!r} in {self.path} (agents: {known})") from None
+
+    def host_of(self, agent: AgentConfig) -> str:
+        return agent.host or self.server.host
+
+    def body_limit_of(self, agent: AgentConfig) -> int:
+        return int(agent.max_body_bytes if agent.max_body_bytes is not None else self.server.max_body_bytes)
+
+    def url_of(self, name: str) -> str:
+        """Where clients reach the agent: its public_url, external url, or scheme://host:port."""
+        agent = self.agent(name)
+        if agent.url:
+            return agent.url.rstrip("/")
+        if agent.public_url:
+            return agent.public_url.rstrip("/")
+        host = self.host_of(agent)
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.getfqdn()
+        if ":" in host:
+            host = f"[{host}]"
+        scheme = "https" if agent.tls else "http"
+        return f"{scheme}://{host}:{agent.port}"
+
+    def token_of(self, agent: AgentConfig) -> str | None:
+        return agent.auth.bearer_token if agent.auth else None
+
+    def problem(self, path: tuple, message: str) -> SourceProblem:
+        if self._source is None:
+            return SourceProblem(str(self._path), None, path, message)
+        return self._source.problem(path, message)
+
+
+def find_config(explicit: str | os.PathLike | None = None) -> Path:
+    """The config file to use: the one given, else $MESH_CONFIG, else ./mesh.yaml."""
+    return Path(explicit or os.environ.get("MESH_CONFIG") or DEFAULT_CONFIG)
+
+
+def load_config(path: str | os.PathLike | None = None, environ: dict[str, str] | None = None) -> MeshConfig:
+    """Load and validate mesh.yaml; raise ConfigError listing every problem with file:line."""
+    file = find_config(path)
+    try:
+        source = load_yaml(file, environ)
+    except YamlSourceError as exc:
+        raise ConfigError(exc.problems) from None
+    if not isinstance(source.data, dict):
+        raise ConfigError([source.problem((), "the top level must be a mapping (name:, agents:, ...)")])
+    problems = list(source.problems)
+    try:
+        config = MeshConfig.model_validate(source.data)
+    except ValidationError as exc:
+        already = {p.path for p in problems}  # e.g. an unset ${VAR} also fails min_length
+        problems += [
+            problem for problem in (_problem_from_pydantic(source, error) for error in exc.errors())
+            if problem.path not in already
+        ]
+        raise ConfigError(_in_file_order(problems)) from None
+    config._path = file.resolve()
+    config._source = source
+    problems += _cross_checks(config, source)
+    if problems:
+        raise ConfigError(_in_file_order(problems))
+    return config
+
+
+def _in_file_order(problems: list[SourceProblem]) -> list[SourceProblem]:
+    unique = {str(p): p for p in problems}
+    return sorted(unique.values(), key=lambda p: (p.line or 0, str(p)))
+
+
+def _problem_from_pydantic(source: YamlSource, error: dict) -> SourceProblem:
+    loc = tuple(part for part in error["loc"] if part != "[key]")  # pydantic's marker for a bad dict key
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        key = loc[-1]
+        allowed = _allowed_keys(loc[:-1])
+        hint = difflib.get_close_matches(str(key), allowed, n=1)
+        message = f"unknown key {key!r}"
+        message += f" (did you mean {hint[0]!r}?)" if hint else (f" (allowed: {', '.join(allowed)})" if allowed else "")
+        return source.problem(loc, message)
+    if kind == "missing":
+        return source.problem(loc, "required key is missing")
+    if kind == "string_pattern_mismatch" and loc[:1] in (("agents",), ("tools",), ("graphs",), ("name",)):
+        return source.problem(loc, "names are lower-case letters, digits, '-' and '_', starting with a letter")
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, KeyError_):
+        return source.problem((*loc, cause.key), str(cause))
+    message = error["msg"].removeprefix("Value error, ")
+    return source.problem(loc, message)
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    """The field names of the model found by following ``loc`` from MeshConfig."""
+    model: Any = MeshConfig
+    for part in loc:
+        if isinstance(model, type) and issubclass(model, BaseModel) and isinstance(part, str) and part in model.model_fields:
+            model = _model_in(model.model_fields[part].annotation)
+        elif isinstance(model, tuple) and model[0] == "dict":
+            model = model[1]
+        elif isinstance(model, tuple) and model[0] == "list" and isinstance(part, int):
+            model = model[1]
+        else:
+            return []
+    return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
+
+
+def _model_in(annotation: Any) -> Any:
+    """A BaseModel class inside ``annotation``, as ("dict", X)/("list", X) for containers."""
+    from typing import get_args, get_origin
+
+    origin = get_origin(annotation)
+    if origin is dict:
+        return ("dict", _model_in(get_args(annotation)[1]))
+    if origin is list:
+        return ("list", _model_in(get_args(annotation)[0]))
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None and found is not type(None):
+            return found
+    return None
+
+
+def _cross_checks(config: MeshConfig, source: YamlSource) -> list[SourceProblem]:
+    problems: list[SourceProblem] = []
+    ports: dict[tuple[str, int], str] = {}
+
+    def claim(host: str, port: int, owner: str, path: tuple) -> None:
+        for (other_host, other_port), other in ports.items():
+            if other_port == port and (other_host == host or "0.0.0.0" in (host, other_host)):
+                problems.append(source.problem(path, f"port {port} is already used by {other}"))
+                return
+        ports[(host, port)] = owner
+
+    for name, agent in config.agents.items():
+        if agent.is_local:
+            claim(config.host_of(agent), agent.port, f"agents.{name}", ("agents", name, "port"))
+        if agent.auth:
+            problems += _secret_checks(source, ("agents", name, "auth", "bearer_token"), agent.auth.bearer_token)
+        if agent.tls:
+            for key in ("cert", "key"):
+                file = config.base_dir / getattr(agent.tls, key)
+                if not file.is_file():
+                    problems.append(source.problem(("agents", name, "tls", key), f"file not found: {file}"))
+    for name, tool in config.tools.items():
+        if tool.transport == "http":
+            claim(tool.host or config.server.host, tool.port, f"tools.{name}", ("tools", name, "port"))
+        if tool.auth:
+            problems += _secret_checks(source, ("tools", name, "auth", "bearer_token"), tool.auth.bearer_token)
+    from mesh.graphs.vertices import agents_named
+
+    for graph_name, graph in config.graphs.items():
+        for index, vertex in enumerate(graph.vertices):
+            for agent in agents_named(vertex):
+                if agent not in config.agents:
+                    key = "agent" if hasattr(vertex, "agent") else "agents"
+                    known = ", ".join(sorted(config.agents)) or "none"
+                    problems.append(source.problem(("graphs", graph_name, "vertices", index, key),
+                                                   f"no agent named {agent!r} in this mesh (agents: {known})"))
+    if config.coordinator and config.coordinator not in config.agents:
+        problems.append(source.problem(("coordinator",), f"no agent named {config.coordinator!r}"))
+    if config.state.database and urlsplit(config.state.database).password and ("state", "database") not in source.raw:
+        problems.append(source.problem(("state", "database"), "a database URL with a password must come from the environment: write ${VAR}"))
+    return problems
+
+
+def _secret_checks(source: YamlSource, path: tuple, value: str) -> list[SourceProblem]:
+    raw = source.raw.get(path)
+    if raw is None or not WHOLE_ENV_REFERENCE.match(raw):
+        return [source.problem(path, "secrets must come from the environment: write ${VAR_NAME}, not the secret itself")]
+    if not value and not any(p.path == path for p in source.problems):
+        return [source.problem(path, f"environment variable {raw[2:-1]} is empty")]
+    return []

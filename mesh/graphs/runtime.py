@@ -1,0 +1,468 @@
+"""Graphs of mesh.yaml on the Pregel engine: A2A vertices over HTTP/2, group routing, the guard on edges, checkpoints.
+
+A remote vertex (kinds ``agent``, ``a2a``, ``group``; see mesh/vertices.py)
+is called with one A2A message: its inbox as parts (text as text parts,
+anything else as data parts, each with the sender in the part's metadata)
+after the vertex's ``instruction``, and the message metadata
+``{"pregel": {"run", "graph", "vertex", "superstep", "attempt", "senders",
+"aggregates", "state"}}``. The answer becomes the vertex's result:
+
+- a plain answer is the vertex's output, sent along every out-edge: the text
+  of the task's last artifact that has text (or of the reply message), else
+  the value of its last data part;
+- a mesh-aware agent may add a data part ``{"pregel": {...}}`` with the
+  fields of ``mesh.pregel.VertexResult`` (``send`` to named vertices, ``halt``,
+  ``state``, ``mutations``, ``aggregate``, ``tokens``, ``cost``, ``output``);
+- usage may also come as ``{"usage": {"tokens": N, "cost": X}}`` in the
+  answer's metadata;
+- a task that ends failed, rejected or canceled is a failed call (the engine
+  retries it as the vertex's ``retries`` say).
+
+Calls stream when the agent can (so a cancelled or timed-out call cancels
+the remote task) and share one HTTP/2 connection pool per agent. A group
+vertex sends each call to the member measured fastest (or cheapest), trying
+every member once first, and falls over to the next member when one cannot be
+reached. With a ``guard:`` in the graph (merged over mesh.yaml's ``guard:``),
+every vertex's outgoing messages are checked before they travel an edge: a
+blocked one fails that call, and nothing of it is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from a2a.client.client import Client
+from a2a.types import (
+    AgentCard,
+    CancelTaskRequest,
+    Message,
+    Part,
+    Role,
+    SendMessageRequest,
+    StreamResponse,
+    Task,
+    TaskState,
+)
+from google.protobuf.json_format import MessageToDict, ParseDict
+from google.protobuf.struct_pb2 import Value
+
+from mesh.client import Target, fetch_card, http_client, open_client, resolve_target
+from mesh.config import MeshConfig
+from mesh.graphs.vertices import (
+    A2AVertex,
+    AgentVertex,
+    GroupVertex,
+    RemoteVertex,
+    agents_named,
+)
+from mesh.pregel import (
+    CheckpointStore,
+    Engine,
+    GraphSpec,
+    PythonVertex,
+    Run,
+    VertexCall,
+    VertexResult,
+    open_store,
+)
+from mesh.pregel.functions import (
+    python_vertex_factory,
+    resolve_aggregator,
+    resolve_combiner,
+)
+from mesh.pregel.vertex import send_pairs
+
+log = logging.getLogger(__name__)
+
+FAILED_STATES = {TaskState.TASK_STATE_FAILED, TaskState.TASK_STATE_REJECTED, TaskState.TASK_STATE_CANCELED}
+CONTROL_KEY = "pregel"
+
+
+class VertexCallFailed(Exception):
+    """The agent answered, but with a failure (the message says what it said)."""
+
+
+def checkpoint_store(config: MeshConfig) -> CheckpointStore:
+    """Where runs are checkpointed: ``state.database`` (PostgreSQL) or ``STATE_DIR/graphs.sqlite``."""
+    return open_store(config.state.database or (config.state_dir / "graphs.sqlite"))
+
+
+# -- calling agents --------------------------------------------------------------------------------
+
+
+class AgentPool:
+    """One HTTP/2 client (a connection pool) and one a2a client per agent, shared by every call of every run."""
+
+    def __init__(self) -> None:
+        self._http: dict[str, httpx.AsyncClient] = {}
+        self._clients: dict[str, tuple[Client, AgentCard]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def client(self, target: Target) -> tuple[Client, AgentCard]:
+        cached = self._clients.get(target.url)
+        if cached is not None:
+            return cached
+        lock = self._locks.setdefault(target.url, asyncio.Lock())
+        async with lock:
+            if target.url not in self._clients:
+                http = self._http.get(target.url) or http_client(target.token, timeout=None)
+                self._http[target.url] = http
+                card = await fetch_card(http, target.url)
+                self._clients[target.url] = (await open_client(http, card, streaming=card.capabilities.streaming), card)
+            return self._clients[target.url]
+
+    def forget(self, target: Target) -> None:
+        """Drop the cached client (the agent restarted, or its card changed)."""
+        self._clients.pop(target.url, None)
+
+    async def aclose(self) -> None:
+        for http in self._http.values():
+            await http.aclose()
+        self._http.clear()
+        self._clients.clear()
+
+
+@dataclass
+class RouteStats:
+    """Measured latency and cost per agent, for routing group vertices."""
+
+    latency: dict[str, float] = field(default_factory=dict)  # exponentially weighted mean, seconds
+    cost: dict[str, float] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
+
+    def record(self, agent: str, seconds: float, cost: float | None) -> None:
+        self.calls[agent] = self.calls.get(agent, 0) + 1
+        self.latency[agent] = seconds if agent not in self.latency else 0.8 * self.latency[agent] + 0.2 * seconds
+        if cost is not None:
+            self.cost[agent] = cost if agent not in self.cost else 0.8 * self.cost[agent] + 0.2 * cost
+
+    def order(self, agents: list[str], route: str) -> list[str]:
+        """Untried agents first (in their order), then the best measured first."""
+        untried = [a for a in agents if a not in self.calls]
+        tried = [a for a in agents if a in self.calls]
+        if route == "cheapest":
+            tried.sort(key=lambda a: (self.cost.get(a, float("inf")), self.latency[a]))
+        else:
+            tried.sort(key=lambda a: self.latency[a])
+        return untried + tried
+
+
+def inbox_message(call: VertexCall, graph: str, instruction: str | None) -> Message:
+    """The A2A message a remote vertex is called with (see the module docstring)."""
+    parts: list[Part] = []
+    if instruction:
+        parts.append(Part(text=instruction))
+    for message in call.messages:
+        part = Part(text=message.value) if isinstance(message.value, str) else Part(data=ParseDict(message.value, Value()))
+        if message.sender is not None:
+            part.metadata.update({"from": message.sender})
+        parts.append(part)
+    if not parts:
+        parts.append(Part(text=""))
+    request = Message(role=Role.ROLE_USER, message_id=f"{call.run_id}:{call.superstep}:{call.vertex_id}:{call.attempt}",
+                      context_id=call.run_id, parts=parts)
+    request.metadata.update({CONTROL_KEY: {
+        "run": call.run_id, "graph": graph, "vertex": call.vertex_id, "superstep": call.superstep,
+        "attempt": call.attempt, "senders": sorted({m.sender for m in call.messages if m.sender}),
+        "aggregates": _jsonable(dict(call.aggregates)), "state": _jsonable(call.state),
+    }})
+    return request
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def reply_result(reply: Task | Message, size: int) -> VertexResult:
+    """A vertex result from an agent's final answer (see the module docstring)."""
+    if isinstance(reply, Task):
+        if reply.status.state in FAILED_STATES:
+            why = _text(reply.status.message.parts) if reply.status.HasField("message") else ""
+            raise VertexCallFailed(f"the agent's task ended {TaskState.Name(reply.status.state).removeprefix('TASK_STATE_').lower()}"
+                                   + (f": {why}" if why else ""))
+        groups = [list(artifact.parts) for artifact in reply.artifacts]
+        if not groups and reply.status.HasField("message"):
+            groups = [list(reply.status.message.parts)]
+    else:
+        groups = [list(reply.parts)]
+    control: dict[str, Any] | None = None
+    text: str | None = None
+    data: Any = None
+    for parts in groups:
+        texts = [p.text for p in parts if p.WhichOneof("content") == "text" and p.text]
+        if texts:
+            text = "\n".join(texts)  # the last artifact with text wins: earlier ones are steps towards it
+        for part in parts:
+            if part.WhichOneof("content") == "data":
+                value = MessageToDict(part.data)
+                if isinstance(value, dict) and isinstance(value.get(CONTROL_KEY), dict):
+                    control = value[CONTROL_KEY]
+                else:
+                    data = value
+    output = text if text is not None else data
+    usage = MessageToDict(reply.metadata).get("usage")
+    usage = usage if isinstance(usage, dict) else {}
+    if control is not None:
+        result = VertexResult.from_dict(control)
+        if "output" not in control:
+            result.output = output
+    else:
+        result = VertexResult(output=output)
+    if result.tokens is None and isinstance(usage.get("tokens"), int | float):
+        result.tokens = int(usage["tokens"])
+    if result.cost is None and isinstance(usage.get("cost"), int | float):
+        result.cost = float(usage["cost"])
+    if result.bytes is None:
+        result.bytes = size
+    return result
+
+
+def _text(parts) -> str:
+    return "\n".join(p.text for p in parts if p.WhichOneof("content") == "text")
+
+
+class RemoteCall:
+    """The callable of a remote vertex: one A2A call per vertex call."""
+
+    def __init__(self, runtime: GraphRuntime, spec: RemoteVertex, graph: str) -> None:
+        self.runtime = runtime
+        self.spec = spec
+        self.graph = graph
+
+    def targets(self) -> list[tuple[str, Target]]:
+        config = self.runtime.config
+        spec = self.spec
+        if isinstance(spec, AgentVertex):
+            return [(spec.agent, resolve_target(config, spec.agent))]
+        if isinstance(spec, A2AVertex):
+            token = os.environ.get(spec.token_env) if spec.token_env else None
+            return [(spec.url, Target(spec.url, spec.url, token))]
+        assert isinstance(spec, GroupVertex)
+        order = self.runtime.routes.order(list(spec.agents), spec.route)
+        return [(name, resolve_target(config, name)) for name in order]
+
+    async def __call__(self, call: VertexCall) -> VertexResult:
+        request = SendMessageRequest(message=inbox_message(call, self.graph, self.spec.instruction))
+        candidates = self.targets()
+        for index, (name, target) in enumerate(candidates):
+            started = time.perf_counter()
+            try:
+                result = await self._send(target, request)
+            except (httpx.TransportError, OSError) as exc:
+                self.runtime.pool.forget(target)
+                if index + 1 < len(candidates):  # a group falls over to its next member
+                    log.warning("vertex %s: %s cannot be reached (%s); trying %s", call.vertex_id, name, exc, candidates[index + 1][0])
+                    continue
+                raise VertexCallFailed(f"{name} cannot be reached: {type(exc).__name__}: {exc}") from None
+            self.runtime.routes.record(name, time.perf_counter() - started, result.cost)
+            return result
+        raise VertexCallFailed("no agent to call")
+
+    async def _send(self, target: Target, request: SendMessageRequest) -> VertexResult:
+        client, _ = await self.runtime.pool.client(target)
+        final: Task | Message | None = None
+        task: Task | None = None
+        size = request.ByteSize()
+        try:
+            async for event in client.send_message(request):
+                size += event.ByteSize()
+                final, task = _fold(event, final, task)
+        except asyncio.CancelledError:
+            if task is not None:  # a cancelled or timed-out call cancels the remote task
+                asyncio.get_running_loop().create_task(_cancel_quietly(client, task.id))
+            raise
+        if final is None:
+            raise VertexCallFailed("the agent sent no answer")
+        return reply_result(final, size)
+
+
+def _fold(event: StreamResponse, final: Task | Message | None, task: Task | None) -> tuple[Task | Message | None, Task | None]:
+    """Keep the latest state of the task (or the message) across a stream's events."""
+    kind = event.WhichOneof("payload")
+    if kind == "message":
+        return event.message, task
+    if kind == "task":
+        task = Task()
+        task.CopyFrom(event.task)
+        return task, task
+    if task is None:
+        return final, task
+    if kind == "status_update":
+        task.status.CopyFrom(event.status_update.status)
+    elif kind == "artifact_update":
+        update = event.artifact_update
+        existing = next((a for a in task.artifacts if a.artifact_id == update.artifact.artifact_id), None)
+        if existing is not None and update.append:
+            existing.parts.extend(update.artifact.parts)
+        elif existing is not None:
+            existing.CopyFrom(update.artifact)
+        else:
+            task.artifacts.append(update.artifact)
+    return task, task
+
+
+async def _cancel_quietly(client: Client, task_id: str) -> None:
+    try:
+        await client.cancel_task(CancelTaskRequest(id=task_id))
+    except Exception as exc:  # it may have finished meanwhile; nothing to do either way
+        log.debug("cancel of remote task %s: %s", task_id, exc)
+
+
+# -- the guard on edges ----------------------------------------------------------------------------
+
+
+def edge_guard(config: MeshConfig, graph: GraphSpec, client: Any) -> Any:
+    """The Guard checking a graph's messages, or None when the graph has no ``guard:``."""
+    if graph.guard is None:
+        return None
+    from mesh.guard.enforcement import Guard
+    from mesh.guard.policy import GuardPolicy
+
+    merged = {**(config.guard or {}), **graph.guard}
+    policy = GuardPolicy.model_validate(merged)
+    return Guard("graph", policy, client) if policy.enabled else None
+
+
+def guarded_vertex(function: Callable, guard: Any, graph: str) -> Callable:
+    """``function`` whose outgoing messages pass the guard before they travel an edge."""
+    from mesh.guard.verdicts import GuardBlocked, as_turns
+
+    async def vertex(call: VertexCall) -> Any:
+        raw = await function(call)
+        result = raw if isinstance(raw, VertexResult) else VertexResult(output=raw)
+        outgoing = [value for _, value in send_pairs(result.send)] if result.send is not None else [result.output]
+        inbox = "\n".join(_as_text(v) for v in call.inbox)
+        for value in outgoing:
+            text = _as_text(value)
+            if not text.strip():
+                continue
+            blocked = await guard.decide(as_turns(inbox or "(graph input)", text), what=f"message from {call.vertex_id}")
+            if blocked is not None:
+                raise GuardBlocked(f"{blocked.reason} (graph {graph}, vertex {call.vertex_id})", blocked.codes)
+        return result
+
+    return vertex
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+
+
+# -- the runtime -----------------------------------------------------------------------------------
+
+
+class GraphRuntime:
+    """Runs the graphs of one mesh.yaml: an engine per graph over one checkpoint store, agent pool and route stats."""
+
+    def __init__(self, config: MeshConfig, store: CheckpointStore | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.pool = AgentPool()
+        self.routes = RouteStats()
+        self._engines: dict[str, Engine] = {}
+        self._compiled: dict[str, Any] = {}
+        self._guard_client: Any = None
+
+    def graph(self, name: str) -> GraphSpec:
+        try:
+            return self.config.graphs[name]
+        except KeyError:
+            known = ", ".join(sorted(self.config.graphs)) or "none"
+            raise KeyError(f"no graph named {name!r} (graphs: {known})") from None
+
+    def engine(self, name: str) -> Engine:
+        if name not in self._engines:
+            self._engines[name] = Engine(self.store, self._factory(name))
+        return self._engines[name]
+
+    def compiled(self, name: str):
+        if name not in self._compiled:
+            self._compiled[name] = self.engine(name).compile(self.graph(name))
+        return self._compiled[name]
+
+    def _factory(self, name: str) -> Callable:
+        graph = self.graph(name)
+        guard = edge_guard(self.config, graph, self._guard()) if graph.guard is not None else None
+
+        def make(spec):
+            unknown = [agent for agent in agents_named(spec) if agent not in self.config.agents]
+            if unknown:  # e.g. a mutation adding a vertex for an agent the mesh does not have: refused
+                raise LookupError(f"no agent named {', '.join(map(repr, unknown))} in this mesh")
+            function = RemoteCall(self, spec, name) if isinstance(spec, RemoteVertex) else python_vertex_factory(spec)
+            return guarded_vertex(function, guard, name) if guard is not None else function
+
+        return make
+
+    def _guard(self) -> Any:
+        if self._guard_client is None:
+            from mesh.guard.client import GuardClient
+            from mesh.guard.policy import GuardPolicy, guard_agent_of
+
+            if not guard_agent_of(self.config):
+                raise ValueError("a graph's guard: needs the mesh's guard agent (top-level guard: {agent: NAME})")
+            self._guard_client = GuardClient.for_mesh(self.config, GuardPolicy.model_validate(self.config.guard))
+        return self._guard_client
+
+    async def start(self, name: str, input: Any, *, run_id: str | None = None, on_event=None) -> Run:
+        return await self.engine(name).start(self.compiled(name), input, run_id=run_id, on_event=on_event)
+
+    async def graph_of_run(self, run_id: str) -> str | None:
+        """Which graph of mesh.yaml a stored run ran (None if none matches: mesh.yaml changed since)."""
+        saved = await self.store.load_run(run_id)
+        if saved is None:
+            return None
+        digest = hashlib.sha256(saved.graph.encode()).hexdigest()
+        for name in self.config.graphs:
+            if self.compiled(name).digest == digest:
+                return name
+        return None
+
+    async def latest_run(self, name: str) -> str | None:
+        runs = await self.store.list_runs(limit=1, graph_digest=self.compiled(name).digest)
+        return runs[0].run_id if runs else None
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
+        if self._guard_client is not None:
+            await self._guard_client.aclose()
+
+
+def graph_problems(config: MeshConfig) -> list:
+    """Each graph's Python functions, combiners and aggregators resolve (for `mesh check`)."""
+    problems = []
+    for name, graph in config.graphs.items():
+        for index, vertex in enumerate(graph.vertices):
+            if isinstance(vertex, PythonVertex):
+                try:
+                    python_vertex_factory(vertex)
+                except Exception as exc:
+                    problems.append(config.problem(("graphs", name, "vertices", index, "function"), str(exc)))
+            if vertex.combiner:
+                try:
+                    resolve_combiner(vertex.combiner)
+                except Exception as exc:
+                    problems.append(config.problem(("graphs", name, "vertices", index, "combiner"), str(exc)))
+        for aggregator, fold in graph.aggregators.items():
+            try:
+                resolve_aggregator(fold)
+            except Exception as exc:
+                problems.append(config.problem(("graphs", name, "aggregators", aggregator), str(exc)))
+        if graph.guard is not None:
+            from mesh.guard.policy import GuardPolicy
+
+            try:
+                GuardPolicy.model_validate({**(config.guard or {}), **graph.guard})
+            except Exception as exc:
+                problems.append(config.problem(("graphs", name, "guard"), str(exc).splitlines()[-1]))
+            if not config.guard:
+                problems.append(config.problem(("graphs", name, "guard"), "a graph's guard needs the mesh's guard: section (agent: NAME)"))
+    return problems

@@ -1,0 +1,211 @@
+"""The client of the guard agent: verdicts over A2A, coalesced into batches, cached."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict
+from pydantic import ValidationError
+
+from mesh.errors import GuardConfigError, GuardError
+from mesh.guard.policy import GuardPolicy, _first_error, guard_agent_of
+from mesh.guard.verdicts import Turn, Verdict, VerdictCache
+
+# -- the client of the guard agent -----------------------------------------------------------------
+
+
+BATCH_SKILL = "classify-batch"  # a guard whose card lists this skill takes data {"batch": [{"turns": ...}, ...]}
+BATCH_LIMIT = 64  # conversations per batch request
+
+
+class GuardClient:
+    """Asks the guard agent for verdicts over A2A (``message/send`` on HTTP/2), with an LRU verdict cache.
+
+    One A2A round trip costs both sides a few milliseconds of CPU, as much as an
+    embedded verdict itself. So when the guard's card offers the batch skill,
+    checks are coalesced: at most ``max_in_flight`` requests are under way, and
+    the checks that arrive meanwhile go together in the next one. A lone check
+    is sent at once, as before.
+    """
+
+    def __init__(self, url: str, token: str | None = None, timeout_s: float = 30.0, cache_size: int = 10_000,
+                 max_in_flight: int = 1) -> None:
+        self.url = url
+        self.token = token
+        self.timeout_s = timeout_s
+        self.cache = VerdictCache(cache_size)
+        self.max_in_flight = max_in_flight
+        self._http = None
+        self._client = None
+        self._batches = False
+        self._opening = asyncio.Lock()
+        self._queued: list[tuple[list[Turn], asyncio.Future]] = []
+        self._sending = 0  # senders under way; counted by hand so that one ending cannot strand a queued check
+        self._senders: set[asyncio.Task] = set()
+
+    @classmethod
+    def for_mesh(cls, config: Any, policy: GuardPolicy) -> GuardClient:
+        name = policy.agent or guard_agent_of(config)
+        if not name:
+            raise GuardConfigError(f"{config.path}: guard.agent: name the guard agent")
+        return cls(config.url_of(name), config.token_of(config.agent(name)), policy.timeout_s, policy.cache_size)
+
+    async def classify(self, turns: Sequence[Turn]) -> Verdict:
+        """The verdict for ``turns``; raises GuardError when the guard cannot answer in time."""
+        return await self.cache.verdict(turns, self._verdict_in_time)
+
+    async def _verdict_in_time(self, turns: Sequence[Turn]) -> Verdict:
+        try:
+            return await asyncio.wait_for(self._verdict(list(turns)), self.timeout_s)
+        except TimeoutError:
+            raise GuardError(f"the guard at {self.url} did not answer within {self.timeout_s:g}s") from None
+
+    async def _verdict(self, turns: list[Turn]) -> Verdict:
+        await self._open()
+        if not self._batches:
+            return await self._ask({"turns": [t.model_dump() for t in turns]})
+        future = asyncio.get_running_loop().create_future()
+        self._queued.append((turns, future))
+        if self._sending < self.max_in_flight:
+            self._sending += 1
+            sender = asyncio.ensure_future(self._send_queued())
+            self._senders.add(sender)
+            sender.add_done_callback(self._senders.discard)
+        return await future
+
+    async def _send_queued(self) -> None:
+        """Send what is queued, a batch at a time, until nothing is (each check's future gets its verdict or error)."""
+        batch: list[tuple[list[Turn], asyncio.Future]] = []
+        try:
+            while self._queued:
+                batch = [(t, f) for t, f in self._queued[:BATCH_LIMIT] if not f.done()]  # done: timed out meanwhile
+                del self._queued[:BATCH_LIMIT]
+                if not batch:
+                    continue
+                try:
+                    if len(batch) == 1:
+                        results: list[Verdict | GuardError] = [await self._ask({"turns": [t.model_dump() for t in batch[0][0]]})]
+                    else:
+                        results = await self._ask_batch([turns for turns, _ in batch])
+                except GuardError as exc:
+                    results = [exc] * len(batch)
+                except Exception as exc:  # noqa: BLE001 - no check may wait forever for a verdict
+                    results = [GuardError(f"the guard at {self.url} failed: {_reason(exc)}")] * len(batch)
+                for (_, future), result in zip(batch, results):
+                    if future.done():
+                        continue
+                    if isinstance(result, Verdict):
+                        future.set_result(result)
+                    else:
+                        future.set_exception(result)
+                batch = []
+        finally:
+            self._sending -= 1
+            for _, future in batch:  # stopped (closed) in the middle of a request
+                if not future.done():
+                    future.set_exception(GuardError(f"the guard client for {self.url} was closed"))
+
+    async def _ask_batch(self, conversations: list[list[Turn]]) -> list[Verdict | GuardError]:
+        reply = await self._call({"batch": [{"turns": [t.model_dump() for t in turns]} for turns in conversations]})
+        answers = reply.get("verdicts")
+        if not isinstance(answers, list) or len(answers) != len(conversations):
+            raise GuardError(f"the guard at {self.url} answered a batch of {len(conversations)} without as many verdicts")
+        results: list[Verdict | GuardError] = []
+        for answer in answers:
+            if isinstance(answer, dict) and "error" in answer:
+                results.append(GuardError(f"the guard at {self.url} could not classify: {answer['error']}"))
+                continue
+            try:
+                results.append(Verdict.model_validate(answer))
+            except ValidationError as exc:
+                results.append(GuardError(f"the guard at {self.url} answered with no verdict: {_first_error(exc)}"))
+        return results
+
+    async def status(self) -> dict[str, Any]:
+        """The guard agent's backend and counts (its 'status' skill)."""
+        reply = await asyncio.wait_for(self._call({"status": True}), self.timeout_s)
+        return reply
+
+    async def _ask(self, data: dict) -> Verdict:
+        reply = await self._call(data)
+        try:
+            return Verdict.model_validate(reply)
+        except ValidationError as exc:
+            raise GuardError(f"the guard at {self.url} answered with no verdict: {_first_error(exc)}") from None
+
+    async def _call(self, data: dict) -> dict[str, Any]:
+        import httpx
+        from a2a.utils.errors import A2AError
+
+        from mesh.client import send_request, user_message
+
+        client = await self._open()
+        result: Any = None
+        try:
+            async for event in client.send_message(send_request(user_message(data=data))):
+                result = event
+        except (httpx.HTTPError, A2AError, OSError) as exc:
+            self._client = None  # reconnect (and re-read the card) next time
+            raise GuardError(f"the guard at {self.url} cannot be reached: {_reason(exc)}") from None
+        return _reply_data(result, self.url)
+
+    async def _open(self):
+        import httpx
+
+        from mesh.client import fetch_card, http_client, open_client
+
+        if self._client is not None:
+            return self._client
+        async with self._opening:
+            if self._client is None:
+                if self._http is None:
+                    self._http = http_client(self.token, timeout=self.timeout_s)
+                try:
+                    card = await fetch_card(self._http, self.url)
+                    self._client = await open_client(self._http, card, streaming=False)
+                except (httpx.HTTPError, OSError, Exception) as exc:
+                    raise GuardError(f"the guard at {self.url} cannot be reached: {_reason(exc)}") from None
+                self._batches = any(skill.id == BATCH_SKILL for skill in card.skills)
+            return self._client
+
+    async def aclose(self) -> None:
+        for sender in list(self._senders):
+            sender.cancel()
+        await asyncio.gather(*self._senders, return_exceptions=True)
+        for _, future in self._queued:
+            if not future.done():
+                future.set_exception(GuardError(f"the guard client for {self.url} was closed"))
+        self._queued.clear()
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+            self._client = None
+
+
+def _reply_data(event: Any, url: str) -> dict[str, Any]:
+    """The data part of the guard's reply: a Message, or a task that failed with the reason."""
+    if event is None:
+        raise GuardError(f"the guard at {url} sent no answer")
+    kind = event.WhichOneof("payload")
+    if kind == "message":
+        for part in event.message.parts:
+            if part.WhichOneof("content") == "data":
+                return MessageToDict(part.data)
+        raise GuardError(f"the guard at {url} answered without a data part")
+    if kind == "task":
+        reason = " ".join(p.text for p in event.task.status.message.parts if p.text) or "no reason given"
+        raise GuardError(f"the guard at {url} could not classify: {reason}")
+    raise GuardError(f"the guard at {url} answered with an unexpected {kind}")
+
+
+def _reason(exc: BaseException) -> str:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        text = str(exc)
+        if text:
+            return f"{type(exc).__name__}: {text}"
+        exc = exc.__cause__ or exc.__context__
+    return "unknown error"

@@ -1,0 +1,291 @@
+"""Enforcement: every agent's input, output and tool results checked against the guard policy.
+
+Every local agent except the guard itself runs behind ``guard_executor``:
+
+- its input is classified before its executor runs; blocked input ends the
+  task REJECTED (unsafe) or FAILED (the guard could not answer and the
+  policy fails closed), and the executor is never called;
+- every event it enqueues (messages, status messages, artifacts) is
+  classified before it reaches the real event queue; a blocked event is
+  dropped, the executor is stopped, and the task FAILS with the reason;
+- appended artifact chunks are checked as a window: the tail of what the
+  artifact already sent plus the new chunk, so a sentence split across
+  chunks is still seen whole;
+- tool results coming back into an agent go through ``check_tool_result``
+  (the injection check).
+
+Verdicts come from the guard agent over A2A (``GuardClient``) and are cached
+by a hash of the content. Nothing here imports ``agents/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from a2a.helpers import new_task_from_user_message
+from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.events import EventQueue
+from a2a.types import (
+    Message,
+    Part,
+    Role,
+    Task,
+    TaskArtifactUpdateEvent,
+    TaskState,
+    TaskStatus,
+    TaskStatusUpdateEvent,
+)
+from google.protobuf.json_format import MessageToDict
+
+from mesh.errors import GuardError
+from mesh.guard.client import GuardClient
+from mesh.guard.policy import GuardPolicy, guard_agent_of, policy_for
+from mesh.guard.verdicts import (
+    CATEGORIES,
+    Classifier,
+    GuardBlocked,
+    Turn,
+    as_turns,
+    check_of,
+    record_verdict,
+)
+
+log = logging.getLogger(__name__)
+
+
+
+
+# -- enforcement -----------------------------------------------------------------------------------
+
+
+class Guard:
+    """One agent's guard: its policy and the classifier it asks; decides what passes."""
+
+    def __init__(self, agent: str, policy: GuardPolicy, classifier: Classifier) -> None:
+        self.agent = agent
+        self.policy = policy
+        self.classifier = classifier
+
+    async def decide(self, turns: Sequence[Turn], codes: Iterable[str] | None = None, what: str = "") -> Blocked | None:
+        """None if the content may pass, else why it is blocked (the categories, or the guard's error)."""
+        what = what or check_of(turns)
+        try:
+            verdict = await self.classifier.classify(turns)
+        except GuardError as exc:
+            if self.policy.on_error == "allow":
+                log.warning("agent %s: guard unavailable, %s allowed (on_error: allow): %s", self.agent, what, exc)
+                return None
+            log.warning("agent %s: guard unavailable, %s blocked (on_error: block): %s", self.agent, what, exc)
+            return Blocked(f"The guard could not check the {what} ({exc}); "
+                           "it is blocked because the guard policy fails closed (on_error: block).", [], unsafe=False)
+        record_verdict(verdict, sum(len(t.content) for t in turns), where=f"agent={self.agent} {what}")
+        blocked = self.policy.blocking(verdict, codes)
+        if not blocked:
+            return None
+        names = ", ".join(f"{code} ({CATEGORIES[code]})" for code in blocked)
+        return Blocked(f"{what[:1].upper()}{what[1:]} blocked by the guard: {names}.", blocked, unsafe=True)
+
+    async def check_tool_result(self, text: str, tool: str = "tool") -> None:
+        """Raise GuardBlocked if a tool's result carries a prompt injection (or another tool_block category)."""
+        if not self.policy.tool_block or not text.strip():
+            return
+        blocked = await self.decide(as_turns(text), self.policy.tool_block, what=f"result of {tool}")
+        if blocked is not None:
+            raise GuardBlocked(blocked.reason, blocked.codes)
+
+
+@dataclass
+class Blocked:
+    """Why content is blocked: ``unsafe`` (categories) or the guard failed and the policy fails closed."""
+
+    reason: str
+    codes: list[str]
+    unsafe: bool
+
+
+_current_guard: contextvars.ContextVar[Guard | None] = contextvars.ContextVar("mesh_guard", default=None)
+
+
+async def check_tool_result(text: str, tool: str = "tool") -> None:
+    """For tool-using agents: call on every tool (MCP) result before using it.
+
+    Raises GuardBlocked (an AgentFailure: a TaskAgent fails the task with its
+    message) when the result carries a prompt injection. A no-op when the
+    agent runs without a guard policy.
+    """
+    guard = _current_guard.get()
+    if guard is not None:
+        await guard.check_tool_result(text, tool)
+
+
+def parts_text(parts: Iterable[Part]) -> str:
+    """The text of parts to classify: text parts, the strings inside data parts, and text/* raw parts."""
+    texts: list[str] = []
+    for part in parts:
+        kind = part.WhichOneof("content")
+        if kind == "text":
+            texts.append(part.text)
+        elif kind == "data":
+            texts.extend(_strings(MessageToDict(part.data)))
+        elif kind == "raw" and part.media_type.startswith("text/"):
+            texts.append(part.raw.decode("utf-8", "replace"))
+    return "\n".join(t for t in texts if t.strip())
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+class GuardedExecutor(AgentExecutor):
+    """An agent's executor behind the guard (see the module docstring for what is checked and when)."""
+
+    def __init__(self, inner: AgentExecutor, guard: Guard) -> None:
+        self.inner = inner
+        self.guard = guard
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        user_text = parts_text(context.message.parts) if context.message else ""
+        policy = self.guard.policy
+        if "input" in policy.check and user_text.strip():
+            blocked = await self.guard.decide(as_turns(user_text), what="input")
+            if blocked is not None:
+                state = TaskState.TASK_STATE_REJECTED if blocked.unsafe else TaskState.TASK_STATE_FAILED
+                await _end_task(context, event_queue, state, blocked.reason, task_exists=context.current_task is not None)
+                return
+        queue = GuardedQueue(event_queue, self.guard, user_text, task_exists=context.current_task is not None)
+        token = _current_guard.set(self.guard)
+        try:
+            run = asyncio.ensure_future(self.inner.execute(context, queue))
+        finally:
+            _current_guard.reset(token)
+        queue.run = run
+        try:
+            await run
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if queue.blocked is None or (current is not None and current.cancelling()):
+                run.cancel()
+                raise
+        if queue.blocked is not None:
+            await _end_task(context, event_queue, TaskState.TASK_STATE_FAILED, queue.blocked, queue.task_exists)
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        # A cancel publishes only the canceled state and the executor's own words about it.
+        await self.inner.cancel(context, GuardedQueue(event_queue, self.guard, "", task_exists=True))
+
+
+class GuardedQueue(EventQueue):
+    """The event queue handed to a guarded executor: every event is checked before it goes on."""
+
+    def __init__(self, inner: EventQueue, guard: Guard, user_text: str, task_exists: bool) -> None:
+        self.inner = inner
+        self.guard = guard
+        self.user_text = user_text
+        self.task_exists = task_exists
+        self.blocked: str | None = None
+        self.run: asyncio.Future | None = None
+        self._artifact_tails: dict[str, str] = {}
+
+    async def enqueue_event(self, event: Any) -> None:
+        if self.blocked is not None:
+            return  # the executor is being stopped; nothing more of it is sent
+        if "output" in self.guard.policy.check:
+            text, commit = self._text_to_check(event)
+            if text.strip():
+                blocked = await self.guard.decide(as_turns(self.user_text, text), what="output")
+                if blocked is not None:
+                    self.blocked = blocked.reason
+                    if self.run is not None and not self.run.done():
+                        self.run.cancel()
+                    return
+            commit()
+        if isinstance(event, Task):
+            self.task_exists = True
+        await self.inner.enqueue_event(event)
+
+    def _text_to_check(self, event: Any) -> tuple[str, Any]:
+        """The text of ``event`` the guard must see, and what to remember once it passed."""
+        nothing = lambda: None  # noqa: E731
+        if isinstance(event, Message):
+            return (parts_text(event.parts) if event.role != Role.ROLE_USER else ""), nothing
+        if isinstance(event, TaskStatusUpdateEvent):
+            return _status_text(event.status), nothing
+        if isinstance(event, Task):
+            texts = [_status_text(event.status), *(parts_text(a.parts) for a in event.artifacts)]
+            return "\n".join(t for t in texts if t), nothing
+        if isinstance(event, TaskArtifactUpdateEvent):
+            return self._artifact_window(event)
+        return "", nothing
+
+    def _artifact_window(self, event: TaskArtifactUpdateEvent) -> tuple[str, Any]:
+        artifact_id = event.artifact.artifact_id
+        chunk = parts_text(event.artifact.parts)
+        window = self.guard.policy.stream_window_chars
+        previous = self._artifact_tails.get(artifact_id, "") if event.append else ""
+        # Chunks are pieces of one continuous text: joined as they are, a sentence split across them is whole again.
+        text = previous + chunk
+
+        def commit() -> None:
+            self._artifact_tails[artifact_id] = text[-window:] if window else ""
+
+        if not chunk.strip():
+            return "", commit
+        return text, commit
+
+
+def _status_text(status: TaskStatus) -> str:
+    if not status.HasField("message") or status.message.role == Role.ROLE_USER:
+        return ""
+    return parts_text(status.message.parts)
+
+
+async def _end_task(context: RequestContext, queue: EventQueue, state: int, reason: str, task_exists: bool) -> None:
+    """End the request's task in ``state`` with ``reason`` as the agent's message, creating the task if needed."""
+    task_id = context.task_id or (context.message.task_id if context.message else "") or str(uuid.uuid4())
+    context_id = context.context_id or (context.message.context_id if context.message else "") or str(uuid.uuid4())
+    if not task_exists:
+        if context.message is not None and context.message.parts:
+            task = new_task_from_user_message(context.message)
+        else:
+            task = Task(id=task_id, context_id=context_id, status=TaskStatus(state=TaskState.TASK_STATE_SUBMITTED))
+        await queue.enqueue_event(task)
+        task_id, context_id = task.id, task.context_id
+    message = Message(role=Role.ROLE_AGENT, message_id=str(uuid.uuid4()), task_id=task_id, context_id=context_id,
+                      parts=[Part(text=reason)])
+    status = TaskStatus(state=state, message=message)
+    status.timestamp.GetCurrentTime()
+    await queue.enqueue_event(TaskStatusUpdateEvent(task_id=task_id, context_id=context_id, status=status))
+
+
+def guard_executor(inner: AgentExecutor, policy: GuardPolicy, client: Classifier, agent: str = "agent") -> AgentExecutor:
+    """``inner`` behind the guard: inputs checked before it runs, every event checked before it is sent."""
+    return GuardedExecutor(inner, Guard(agent, policy, client))
+
+
+def guard_for_agent(config: Any, name: str, executor: AgentExecutor) -> tuple[AgentExecutor, GuardClient | None]:
+    """The executor agent ``name`` should serve under mesh.yaml's guard policy, and the client to close at shutdown.
+
+    Unchanged (and no client) when the mesh has no guard policy for it,
+    including the guard agent itself.
+    """
+    policy = policy_for(config, name)
+    if policy is None:
+        return executor, None
+    client = GuardClient.for_mesh(config, policy)
+    log.info("agent %s: guarded by %s (check: %s; block: %s; on error: %s)", name, policy.agent or guard_agent_of(config),
+             ", ".join(policy.check) or "none", policy.block if isinstance(policy.block, str) else ",".join(policy.block),
+             policy.on_error)
+    return guard_executor(executor, policy, client, name), client

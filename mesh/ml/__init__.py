@@ -1,0 +1,1 @@
+"""Machine-learning parts that run on numpy alone: the MiniLM sentence embedder."""

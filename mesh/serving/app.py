@@ -1,0 +1,200 @@
+"""One agent of mesh.yaml -> an A2A Starlette app: card, JSON-RPC (1.0 and 0.3), REST, /health, middleware, guard, task store."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from email.utils import formatdate
+
+from a2a.server.request_handlers import DefaultRequestHandler
+from a2a.server.routes import create_agent_card_routes, create_rest_routes
+from a2a.types import (
+    AgentCard,
+    AgentInterface,
+    AgentProvider,
+    AgentSkill,
+    HTTPAuthSecurityScheme,
+    SecurityRequirement,
+    SecurityScheme,
+    StringList,
+)
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from mesh.config import MeshConfig, SkillConfig
+from mesh.config.plugins import describe_exception
+from mesh.errors import GuardConfigError, PortInUse, ServeError  # noqa: F401 - re-exported
+from mesh.guard.enforcement import guard_for_agent
+from mesh.serving.agents import AgentModuleError, AgentRuntime, load_agent_module
+from mesh.serving.executor import RunningTasks
+from mesh.serving.jsonrpc import create_jsonrpc_route
+from mesh.serving.middleware import BearerAuth, BodyLimit, RequestLog
+from mesh.serving.store import fail_unfinished_tasks, open_task_store
+
+log = logging.getLogger(__name__)
+
+CARD_PATH = "/.well-known/agent-card.json"
+LEGACY_CARD_PATH = "/.well-known/agent.json"
+HEALTH_PATH = "/health"
+BINDINGS = ("JSONRPC", "HTTP+JSON")
+INTERRUPTED_BY_SHUTDOWN = "The agent shut down before this task finished; send the message again."
+INTERRUPTED_BY_RESTART = "The agent restarted before this task finished; send the message again."
+
+
+def build_cards(config: MeshConfig, name: str, card: AgentCard) -> tuple[AgentCard, AgentCard | None]:
+    """The public card (and the extended one when auth is on), with the URLs the agent is served at."""
+    agent = config.agent(name)
+    overrides = agent.card
+    for field in ("name", "description", "version", "documentation_url", "icon_url"):
+        value = getattr(overrides, field)
+        if value is not None:
+            setattr(card, field, value)
+    if overrides.provider:
+        card.provider.CopyFrom(AgentProvider(organization=overrides.provider.organization, url=overrides.provider.url))
+    if overrides.skills is not None:
+        del card.skills[:]
+        card.skills.extend(_skill(s) for s in overrides.skills)
+    card.name = card.name or name
+    card.description = card.description or f"The {name} agent"
+    card.version = card.version or "1.0.0"
+    if not card.default_input_modes:
+        card.default_input_modes.append("text/plain")
+    if not card.default_output_modes:
+        card.default_output_modes.append("text/plain")
+    url = config.url_of(name)
+    del card.supported_interfaces[:]
+    for version in config.server.card_versions:
+        for binding in BINDINGS:
+            card.supported_interfaces.append(AgentInterface(url=url, protocol_binding=binding, protocol_version=version))
+    if not agent.auth:
+        card.capabilities.extended_agent_card = False
+        return card, None
+    card.security_schemes["bearer"].CopyFrom(
+        SecurityScheme(http_auth_security_scheme=HTTPAuthSecurityScheme(
+            scheme="Bearer", description="A token given by the mesh's operator",
+        ))
+    )
+    del card.security_requirements[:]
+    card.security_requirements.append(SecurityRequirement(schemes={"bearer": StringList()}))
+    card.capabilities.extended_agent_card = True
+    extended = AgentCard()
+    extended.CopyFrom(card)
+    extended.skills.extend(_skill(s) for s in overrides.extended_skills)
+    return card, extended
+
+
+def card_routes(card: AgentCard, max_age: int, built_at: float) -> list[Route]:
+    """The card at the well-known path and the legacy one, with Cache-Control, ETag and Last-Modified."""
+    last_modified = formatdate(built_at, usegmt=True)
+    routes = []
+    for path in (CARD_PATH, LEGACY_CARD_PATH):
+        (route,) = create_agent_card_routes(card, card_url=path, cache_control=f"public, max-age={max_age}")
+
+        async def endpoint(request: Request, sdk_endpoint=route.endpoint):
+            response = await sdk_endpoint(request)
+            response.headers["Last-Modified"] = last_modified
+            return response
+
+        routes.append(Route(path, endpoint, methods=["GET"]))
+    return routes
+
+
+def protocols_of(config: MeshConfig, name: str) -> list[str]:
+    """How clients can talk to the agent, for logs and tables."""
+    agent = config.agent(name)
+    if not agent.is_local:
+        return ["see its card"]
+    transports = ["h2+TLS", "http/1.1+TLS"] if agent.tls else ["http/1.1", "h2c"]
+    return [*transports, "JSON-RPC 1.0+0.3", "REST"]
+
+
+def _skill(skill: SkillConfig) -> AgentSkill:
+    return AgentSkill(
+        id=skill.id, name=skill.name, description=skill.description or skill.name,
+        tags=skill.tags or [skill.id], examples=skill.examples,
+        input_modes=skill.input_modes, output_modes=skill.output_modes,
+    )
+
+
+def build_app(config: MeshConfig, name: str) -> Starlette:
+    """The Starlette app of agent ``name``: card, health, JSON-RPC (1.0 + 0.3) and REST, with the mesh's middleware."""
+    agent = config.agent(name)
+    if not agent.is_local:
+        raise ServeError(f"agent {name} is external ({agent.url}); only local agents are served")
+    store, close_store = open_task_store(config, name)
+    runtime = AgentRuntime(config, name, store)
+    try:
+        module = load_agent_module(agent.module, config.base_dir)
+        settings = module.settings(agent.settings)
+        public_card, extended_card = build_cards(config, name, module.card(settings, runtime))
+        agent_executor = module.create_executor(settings, runtime)
+        # Guard hook: every agent but the guard itself runs behind mesh.yaml's guard policy (mesh/guard.py).
+        guarded, guard_client = guard_for_agent(config, name, agent_executor)
+        executor = RunningTasks(guarded)
+    except AgentModuleError as exc:
+        raise ServeError(f"agent {name}: {exc}") from None
+    except ValidationError as exc:
+        raise ServeError(f"agent {name}: settings: {exc}") from None
+    except GuardConfigError as exc:  # an invalid guard: section (mesh check reports it with file:line)
+        raise ServeError(f"agent {name}: {exc}") from None
+    except Exception as exc:  # the agent's own card() or create_executor() failed
+        raise ServeError(f"agent {name}: {agent.module} could not start: {describe_exception(exc)}") from None
+
+    handler = DefaultRequestHandler(
+        agent_executor=executor,
+        task_store=store,
+        agent_card=public_card,
+        extended_agent_card=extended_card,
+    )
+    started = time.time()
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "agent": name, "uptime_s": round(time.time() - started, 1)})
+
+    grace = max(config.server.graceful_timeout - 1.0, 0.5)
+    routes = [
+        Route(HEALTH_PATH, health, methods=["GET"]),
+        *card_routes(public_card, config.server.card_max_age, started),
+        create_jsonrpc_route(handler, shutdown_grace_period=grace),
+        *create_rest_routes(handler, enable_v0_3_compat=True, shutdown_grace_period=grace),
+    ]
+    middleware = [Middleware(RequestLog)]
+    if agent.auth:
+        middleware.append(Middleware(
+            BearerAuth, token=config.token_of(agent), realm=name,
+            public_paths=(CARD_PATH, LEGACY_CARD_PATH, HEALTH_PATH),
+        ))
+    middleware.append(Middleware(BodyLimit, limit=config.body_limit_of(agent)))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        await store.initialize()
+        if not config.state.database and not getattr(agent_executor, "resumes_tasks", False):
+            # The SQLite file is this agent's alone: anything left unfinished
+            # belongs to a previous process of it that died.
+            stale = await fail_unfinished_tasks(store, INTERRUPTED_BY_RESTART)
+            if stale:
+                log.warning("agent %s: marked %d unfinished tasks of a previous run as failed", name, len(stale))
+        if hasattr(agent_executor, "start"):
+            await agent_executor.start()
+        log.info("agent %s ready at %s (%s)", name, config.url_of(name), ", ".join(protocols_of(config, name)))
+        try:
+            yield
+        finally:
+            if hasattr(agent_executor, "stop"):
+                await agent_executor.stop()
+            running = set() if getattr(agent_executor, "resumes_tasks", False) else set(executor.task_ids)
+            await handler.aclose()
+            stopped = await fail_unfinished_tasks(store, INTERRUPTED_BY_SHUTDOWN, only=running)
+            if stopped:
+                log.warning("agent %s: %d tasks were still running at shutdown and are marked failed", name, len(stopped))
+            await close_store()
+            if guard_client is not None:
+                await guard_client.aclose()
+
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

@@ -1,0 +1,112 @@
+"""TaskAgent: an AgentExecutor base for agents that work on a task (working -> artifacts -> completed/failed/canceled).
+
+A subclass writes only ``work()``; this class creates the task, marks it
+working, completes it when ``work()`` returns, fails it with a readable reason
+when ``work()`` raises, and on ``tasks/cancel`` stops ``work()`` before
+publishing the canceled state, so no update can follow the terminal one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from abc import abstractmethod
+
+from a2a.helpers import new_task_from_user_message, new_text_part
+from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.events import EventQueue
+from a2a.server.tasks import TaskUpdater
+
+log = logging.getLogger(__name__)
+
+
+class AgentFailure(Exception):
+    """Raised by ``work()`` to fail the task with this message (no traceback is logged)."""
+
+
+class Suspended(Exception):
+    """Raised by ``work()`` to leave the task as it is, unfinished: its work goes on elsewhere (e.g. after a restart)."""
+
+
+class TaskAgent(AgentExecutor):
+    def __init__(self) -> None:
+        self._running: dict[str, _Run] = {}
+
+    @abstractmethod
+    async def work(self, request: RequestContext, task: TaskUpdater) -> None:
+        """Do the work: publish progress with ``task.update_status``, results with ``task.add_artifact``."""
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        task = context.current_task
+        if task is None:
+            task = new_task_from_user_message(context.message)
+            await event_queue.enqueue_event(task)
+        updater = TaskUpdater(event_queue, task.id, task.context_id)
+        await updater.start_work()
+        run = _Run(asyncio.ensure_future(self.work(context, updater)))
+        self._running[task.id] = run
+        try:
+            await run.work
+        except asyncio.CancelledError:
+            if run.work.cancelled() and not _current_task_cancelling():
+                # Stopped by cancel(): keep the event queue open until it has
+                # published the canceled state, so streaming clients see it.
+                await run.canceled.wait()
+                return
+            run.work.cancel()
+            raise
+        except AgentFailure as exc:
+            await updater.failed(updater.new_agent_message([new_text_part(str(exc))]))
+            return
+        except Suspended:
+            return
+        except Exception as exc:
+            log.exception("task %s failed", task.id)
+            await updater.failed(updater.new_agent_message([new_text_part(f"internal error: {type(exc).__name__}: {exc}")]))
+            return
+        finally:
+            self._running.pop(task.id, None)
+        if not updater._terminal_state_reached:
+            await updater.complete()
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        run = self._running.get(context.task_id or "")
+        if run is not None:
+            run.work.cancel()  # stop the work first: nothing may follow the terminal state
+            await asyncio.gather(run.work, return_exceptions=True)
+        try:
+            updater = TaskUpdater(event_queue, context.task_id or "", context.context_id or "")
+            await updater.cancel(updater.new_agent_message([new_text_part("Canceled at the client's request.")]))
+        finally:
+            if run is not None:
+                run.canceled.set()
+
+
+class _Run:
+    def __init__(self, work: asyncio.Future) -> None:
+        self.work = work
+        self.canceled = asyncio.Event()
+
+
+def _current_task_cancelling() -> bool:
+    current = asyncio.current_task()
+    return bool(current and current.cancelling())
+
+
+class RunningTasks(AgentExecutor):
+    """Wraps an executor to know which tasks this process is running, so shutdown can fail the unfinished ones."""
+
+    def __init__(self, inner: AgentExecutor) -> None:
+        self.inner = inner
+        self.task_ids: set[str] = set()
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        task_id = context.task_id or ""
+        self.task_ids.add(task_id)
+        try:
+            await self.inner.execute(context, event_queue)
+        finally:
+            self.task_ids.discard(task_id)
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        await self.inner.cancel(context, event_queue)

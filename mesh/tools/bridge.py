@@ -1,0 +1,338 @@
+"""The mesh as one MCP server: every agent of mesh.yaml as tools (send a message, get a task), every graph as a tool.
+
+For each agent ``NAME`` there are ``NAME_send`` (a ``text`` and optional
+``data``, ``task_id``, ``context_id``) and ``NAME_get_task``; their
+descriptions come from the agent's card, fetched when the bridge starts (its
+description and skills with examples), or from its module when the agent is
+not running yet. Each graph ``G`` of mesh.yaml is ``run_G`` with a ``text``.
+Run it as ``python -m mesh.tools.bridge -c mesh.yaml`` (stdio, what Claude Desktop
+and IDEs launch) or add ``--http --port P`` for streamable HTTP.
+
+Agents are called over A2A (HTTP/2) with the tokens mesh.yaml gives them; a
+task's status updates are forwarded as MCP progress notifications while the
+call runs.
+"""
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from typing import Annotated, Any
+
+import httpx
+from a2a.types import AgentCard, GetTaskRequest, Task
+from google.protobuf.json_format import MessageToDict
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import ToolAnnotations
+from pydantic import BaseModel, Field
+
+from mesh.cli.output import part_text, plain_numbers, state_name
+from mesh.config import MeshConfig
+
+log = logging.getLogger(__name__)
+
+CARD_TIMEOUT_S = 3.0
+SETTLED = {"completed", "failed", "rejected", "canceled", "input-required", "auth-required"}
+
+
+class ArtifactContent(BaseModel):
+    name: str
+    text: str = Field(description="the artifact's text parts, joined")
+    data: list[Any] = Field(description="its data parts, as JSON")
+
+
+class AgentReply(BaseModel):
+    agent: str
+    task_id: str | None
+    context_id: str | None
+    state: str = Field(description="completed, failed, rejected, canceled, input-required, working, ...")
+    message: str | None = Field(description="the agent's status message or direct reply, as text")
+    artifacts: list[ArtifactContent]
+
+
+# -- cards ----------------------------------------------------------------------------------------
+
+
+async def fetch_cards(config: MeshConfig, timeout: float = CARD_TIMEOUT_S) -> dict[str, AgentCard | None]:
+    """Each agent's card from its URL, or from its module (local agents that do not answer yet), or None."""
+    from mesh.client import fetch_card, http_client
+
+    async def one(name: str) -> tuple[str, AgentCard | None]:
+        agent = config.agent(name)
+        try:
+            async with http_client(config.token_of(agent), timeout=timeout) as http:
+                return name, await asyncio.wait_for(fetch_card(http, config.url_of(name)), timeout)
+        except Exception as exc:
+            log.info("agent %s: card not fetched from %s (%s)", name, config.url_of(name), type(exc).__name__)
+        return name, _module_card(config, name)
+
+    return dict(await asyncio.gather(*(one(n) for n in config.agents)))
+
+
+def _module_card(config: MeshConfig, name: str) -> AgentCard | None:
+    agent = config.agent(name)
+    if not agent.is_local:
+        return None
+    try:
+        from mesh.serving.agents import load_agent_module
+        from mesh.serving.app import build_cards
+
+        module = load_agent_module(agent.module, config.base_dir)
+        return build_cards(config, name, module.card(module.settings(agent.settings)))[0]
+    except Exception as exc:
+        log.warning("agent %s: no card from its module either: %s", name, exc)
+        return None
+
+
+def describe_agent(name: str, card: AgentCard | None, url: str) -> str:
+    """A tool description a model can act on: what the agent does, its skills and examples."""
+    if card is None:
+        return f"Send a message to the agent {name!r} at {url} (its card could not be read when the bridge started)."
+    lines = [f"Send a message to the agent {card.name or name!r}: {card.description}".rstrip()]
+    for skill in card.skills:
+        line = f"- skill {skill.name}: {skill.description}"
+        if skill.examples:
+            line += " Examples: " + "; ".join(json.dumps(e) for e in list(skill.examples)[:3])
+        lines.append(line)
+    modes = ", ".join(card.default_input_modes)
+    if modes:
+        lines.append(f"Accepts: {modes}. Returns the task with its state, status message and artifacts.")
+    return "\n".join(lines)
+
+
+# -- calling agents -------------------------------------------------------------------------------
+
+
+def reply_from_task(agent: str, task: Task) -> AgentReply:
+    message = None
+    if task.status.HasField("message") and task.status.message.parts:
+        message = "\n".join(t for t in (part_text(p) for p in task.status.message.parts) if t) or None
+    artifacts = []
+    for artifact in task.artifacts:
+        texts = [p.text for p in artifact.parts if p.WhichOneof("content") == "text"]
+        data = [plain_numbers(MessageToDict(p.data)) for p in artifact.parts if p.WhichOneof("content") == "data"]
+        artifacts.append(ArtifactContent(name=artifact.name or artifact.artifact_id, text="\n".join(texts), data=data))
+    return AgentReply(agent=agent, task_id=task.id or None, context_id=task.context_id or None,
+                      state=state_name(task.status.state), message=message, artifacts=artifacts)
+
+
+class AgentCaller:
+    """Sends messages to the agents of one mesh and reads their tasks."""
+
+    def __init__(self, config: MeshConfig, cards: dict[str, AgentCard | None], timeout: float) -> None:
+        self.config = config
+        self.cards = cards
+        self.timeout = timeout
+
+    async def send(self, name: str, text: str, data: Any, task_id: str | None, context_id: str | None,
+                   context: Context | None) -> AgentReply:
+        from mesh.client import (
+            fetch_card,
+            http_client,
+            open_client,
+            send_request,
+            user_message,
+        )
+
+        agent = self.config.agent(name)
+        url = self.config.url_of(name)
+        message = user_message(text or None, data, task_id=task_id, context_id=context_id)
+        reply: AgentReply | None = None
+        try:
+            async with http_client(self.config.token_of(agent), timeout=self.timeout) as http:
+                card = self.cards.get(name) or await fetch_card(http, url)
+                client = await open_client(http, card, streaming=card.capabilities.streaming)
+                updates = 0
+                async with asyncio.timeout(self.timeout):
+                    async for event in client.send_message(send_request(message)):
+                        reply, note = self._fold(name, reply, event)
+                        if note and context is not None:
+                            updates += 1
+                            await context.report_progress(updates, None, note)
+                if reply is not None and reply.task_id and reply.state not in SETTLED:
+                    task = await client.get_task(GetTaskRequest(id=reply.task_id))
+                    reply = reply_from_task(name, task)
+                elif reply is not None and reply.task_id:
+                    # A stream delivers artifacts in pieces; the stored task has them whole.
+                    reply = reply_from_task(name, await client.get_task(GetTaskRequest(id=reply.task_id)))
+        except TimeoutError:
+            if reply is not None:
+                reply.message = (f"still {reply.state} after {self.timeout:g}s: call {name}_get_task with "
+                                 f"task_id {reply.task_id!r} later")
+                return reply
+            raise ToolError(f"agent {name} did not answer within {self.timeout:g}s") from None
+        except ToolError:
+            raise
+        except Exception as exc:
+            raise ToolError(self._reason(name, url, exc)) from None
+        if reply is None:
+            raise ToolError(f"agent {name} answered with no task or message")
+        return reply
+
+    def _fold(self, name: str, reply: AgentReply | None, event: Any) -> tuple[AgentReply | None, str | None]:
+        """The reply so far after one stream event, and a progress note to forward (if any)."""
+        kind = event.WhichOneof("payload")
+        if kind == "task":
+            return reply_from_task(name, event.task), None
+        if kind == "message":
+            text = "\n".join(t for t in (part_text(p) for p in event.message.parts) if t)
+            return AgentReply(agent=name, task_id=event.message.task_id or None, context_id=event.message.context_id or None,
+                              state="completed", message=text, artifacts=[]), None
+        if kind == "status_update" and reply is not None:
+            update = event.status_update
+            reply.state = state_name(update.status.state)
+            note = None
+            if update.status.HasField("message") and update.status.message.parts:
+                note = "\n".join(t for t in (part_text(p) for p in update.status.message.parts) if t) or None
+                reply.message = note
+            return reply, note
+        if kind == "artifact_update" and reply is not None:
+            return reply, f"artifact {event.artifact_update.artifact.name or event.artifact_update.artifact.artifact_id}"
+        return reply, None
+
+    async def get_task(self, name: str, task_id: str) -> AgentReply:
+        from mesh.client import fetch_card, http_client, open_client
+
+        agent = self.config.agent(name)
+        url = self.config.url_of(name)
+        try:
+            async with http_client(self.config.token_of(agent), timeout=self.timeout) as http:
+                card = self.cards.get(name) or await fetch_card(http, url)
+                client = await open_client(http, card, streaming=False)
+                return reply_from_task(name, await client.get_task(GetTaskRequest(id=task_id)))
+        except Exception as exc:
+            raise ToolError(self._reason(name, url, exc)) from None
+
+    def _reason(self, name: str, url: str, exc: BaseException) -> str:
+        cause: BaseException | None = exc
+        while cause is not None:
+            if isinstance(cause, httpx.ConnectError):
+                return f"agent {name} is not answering at {url}: is `mesh up` running?"
+            if isinstance(cause, httpx.TimeoutException):
+                return f"agent {name} at {url} timed out"
+            cause = cause.__cause__ or cause.__context__
+        text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        if "401" in text:
+            return f"agent {name} refused the call: it needs its bearer token (the variable named in mesh.yaml)"
+        return f"agent {name}: {text.splitlines()[0]}"
+
+
+# -- the server -----------------------------------------------------------------------------------
+
+
+def create_bridge(config: MeshConfig, cards: dict[str, AgentCard | None], timeout: float = 300.0) -> MCPServer:
+    """The bridge MCPServer for ``config``, its tool descriptions built from ``cards``."""
+    caller = AgentCaller(config, cards, timeout)
+    server = MCPServer(
+        f"{config.name}-mesh",
+        title=f"Mesh {config.name}",
+        instructions=(f"The agents of the A2A mesh {config.name!r} as tools: NAME_send sends a message and waits "
+                      "for the task to finish; NAME_get_task reads a task later. run_GRAPH runs a graph."),
+        version="1.0.0",
+    )
+    for name in config.agents:
+        _add_agent_tools(server, caller, name, cards.get(name))
+    for graph in config.graphs:
+        _add_graph_tool(server, caller, graph)
+
+    @server.resource("mesh://agents", name="agents", title="Agents of the mesh", mime_type="application/json",
+                     description="Each agent's URL, description and skills, as read when the bridge started.")
+    def agents() -> str:
+        listing = []
+        for name in config.agents:
+            card = cards.get(name)
+            listing.append({"name": name, "url": config.url_of(name),
+                            "description": card.description if card else None,
+                            "skills": [{"id": s.id, "name": s.name, "description": s.description} for s in card.skills]
+                            if card else []})
+        return json.dumps(listing, indent=2)
+
+    return server
+
+
+def _add_agent_tools(server: MCPServer, caller: AgentCaller, name: str, card: AgentCard | None) -> None:
+    async def send(
+        context: Context,
+        text: Annotated[str, Field(description="The message for the agent, in plain language.")],
+        data: Annotated[dict[str, Any] | None, Field(description="Optional structured input sent as a JSON data part.")] = None,
+        task_id: Annotated[str | None, Field(description="Continue this task (e.g. one in state input-required).")] = None,
+        context_id: Annotated[str | None, Field(description="Send within this conversation context.")] = None,
+    ) -> AgentReply:
+        return await caller.send(name, text, data, task_id, context_id, context)
+
+    async def get_task(task_id: Annotated[str, Field(min_length=1, description="The task_id a send returned.")]) -> AgentReply:
+        return await caller.get_task(name, task_id)
+
+    title = card.name if card is not None and card.name else name
+    server.add_tool(send, name=f"{name}_send", title=f"Ask {title}",
+                    description=describe_agent(name, card, caller.config.url_of(name)),
+                    annotations=ToolAnnotations(read_only_hint=False, open_world_hint=True))
+    server.add_tool(get_task, name=f"{name}_get_task", title=f"Get a task of {title}",
+                    description=f"Read a task of the agent {title!r} by its id: state, status message and artifacts.",
+                    annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=True))
+
+
+def _add_graph_tool(server: MCPServer, caller: AgentCaller, graph: str) -> None:
+    config = caller.config
+    spec = config.graphs[graph]
+
+    async def run(
+        context: Context,
+        text: Annotated[str, Field(description="The input of the graph run.")],
+    ) -> AgentReply:
+        coordinator = config.coordinator_name()
+        if coordinator is None:
+            raise ToolError(f"the mesh {config.name!r} has no coordinator agent to run graphs (module: agents.coordinator)")
+        # The coordinator runs the graph; each superstep arrives as a progress notification.
+        return await caller.send(coordinator, "", {"graph": graph, "input": text}, None, None, context)
+
+    description = (spec.description or f"Runs the graph {graph!r}") + (
+        f". Vertices: {', '.join(v.id for v in spec.vertices)}; the result holds the outputs of "
+        f"{', '.join(spec.outputs) if spec.outputs else 'every vertex that produced one'}.")
+    server.add_tool(run, name=f"run_{graph}", title=f"Run graph {graph}", description=description,
+                    annotations=ToolAnnotations(read_only_hint=False, open_world_hint=True))
+
+
+async def build_bridge(config: MeshConfig, timeout: float = 300.0) -> MCPServer:
+    return create_bridge(config, await fetch_cards(config), timeout)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from mesh.logs import setup_logging
+    from mesh.tools.modules import load_config_for
+    from mesh.tools.runner import run_server
+
+    parser = argparse.ArgumentParser(prog="python -m mesh.tools.bridge", description=__doc__.splitlines()[0])
+    parser.add_argument("-c", "--config", help="mesh file (default: $MESH_CONFIG or ./mesh.yaml)")
+    parser.add_argument("--http", action="store_true", help="serve streamable HTTP instead of stdio")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind with --http")
+    parser.add_argument("--port", type=int, help="port to listen on with --http")
+    parser.add_argument("--token-env", help="with --http: require the bearer token held by this environment variable")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds a send waits for its task (default 300)")
+    args = parser.parse_args(argv)
+    setup_logging()
+    from mesh.config import ConfigError
+
+    try:
+        config, missing = load_config_for(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None
+    if missing:
+        log.warning("unset variables in %s: %s (agents that need them will refuse calls)", config.path, ", ".join(missing))
+    token = os.environ.get(args.token_env) if args.token_env else None
+    if args.token_env and not token:
+        print(f"mesh.tools.bridge: --token-env {args.token_env}: that variable is not set", file=sys.stderr)
+        raise SystemExit(2)
+    server = asyncio.run(build_bridge(config, args.timeout))
+    # SSE answers, so that an agent's progress reaches the client while a send runs.
+    run_server(server, what=f"bridge {config.name}", http=args.http, host=args.host, port=args.port, token=token,
+               json_response=False)
+
+
+if __name__ == "__main__":
+    main()
