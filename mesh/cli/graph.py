@@ -51,7 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace, config, coordinator: str, graph_input: Any) -> int:
-    from a2a.types import GetTaskRequest, TaskState
+    from a2a.types import TaskState
 
     from mesh.cli.common import call_agent
     from mesh.cli.output import describe_artifact, parts_text, state_name, to_json
@@ -63,46 +63,39 @@ async def _run(args: argparse.Namespace, config, coordinator: str, graph_input: 
         send_request,
         user_message,
     )
+    from mesh.client.exchange import exchange
 
     target = resolve_target(config, coordinator)
     message = user_message(data={"graph": args.graph, "input": graph_input})
     progress = Progress(args.graph, live=sys.stdout.isatty(), quiet=args.json)
-    state = task_id = None
     async with http_client(target.token, timeout=args.timeout) as http:
         card = await call_agent(target, fetch_card(http, target.url))
         client = await open_client(http, card, streaming=True)
 
-        async def consume() -> None:
-            nonlocal state, task_id
-            async for event in client.send_message(send_request(message)):
-                kind = event.WhichOneof("payload")
-                if args.json:
-                    print(json.dumps(to_json(event)), flush=True)
-                if kind == "task":
-                    task_id, state = event.task.id, event.task.status.state
-                    progress.say(f"run {task_id} of graph {args.graph} started")
-                elif kind == "status_update":
-                    state = event.status_update.status.state
-                    progress.status(event.status_update.status)
-                elif kind == "artifact_update":
-                    artifact = event.artifact_update.artifact
-                    if artifact.name == "result":  # its data (outputs, errors, figures) is for --json
-                        progress.say(parts_text([p for p in artifact.parts if p.WhichOneof("content") == "text"]))
-                    else:
-                        progress.say(describe_artifact(artifact))
+        def show(event, run) -> None:
+            kind = event.WhichOneof("payload")
+            if args.json:
+                print(json.dumps(to_json(event)), flush=True)
+            if kind == "task":
+                progress.say(f"run {event.task.id} of graph {args.graph} started")
+            elif kind == "status_update":
+                progress.status(event.status_update.status)
+            elif kind == "artifact_update":
+                artifact = event.artifact_update.artifact
+                if artifact.name == "result":  # its data (outputs, errors, figures) is for --json
+                    progress.say(parts_text([p for p in artifact.parts if p.WhichOneof("content") == "text"]))
+                else:
+                    progress.say(describe_artifact(artifact))
 
         ticker = asyncio.create_task(progress.tick())
         try:
-            await call_agent(target, consume())
-            if task_id and state not in (TaskState.TASK_STATE_COMPLETED, TaskState.TASK_STATE_FAILED,
-                                         TaskState.TASK_STATE_CANCELED, TaskState.TASK_STATE_REJECTED):
-                task = await call_agent(target, client.get_task(GetTaskRequest(id=task_id, history_length=0)))
-                state = task.status.state
+            run = await call_agent(target, exchange(client, send_request(message), show))
         finally:
             ticker.cancel()
             progress.clear()
+    state = run.state
     if not args.json:
-        print(f"run {task_id} {state_name(state) if state is not None else 'ended'} after {time.monotonic() - progress.started:.1f}s")
+        print(f"run {run.task_id} {state_name(state) if state is not None else 'ended'} after {time.monotonic() - progress.started:.1f}s")
     return 0 if state == TaskState.TASK_STATE_COMPLETED else 1
 
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import httpx
 
-from mesh.cli.common import call_agent, config_of, reason, target_of, transport_error
+from mesh.cli.common import call_agent, config_of, target_of
+from mesh.client.errors import transport_error, transport_reason
 from mesh.config import MeshConfig
 from mesh.errors import CliError
 
@@ -70,7 +71,7 @@ async def _probe_agents(config: MeshConfig, names: list[str] | None = None) -> l
             row["answers"] = True
             row["skills"] = [s.id for s in card.skills]
         except Exception as exc:
-            row["error"] = reason(transport_error(exc) or exc)
+            row["error"] = transport_reason(transport_error(exc) or exc)
         return row
 
     return list(await asyncio.gather(*(probe(n) for n in (config.agents if names is None else names))))

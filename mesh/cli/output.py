@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from a2a.types import Artifact, Message, Part, StreamResponse, Task, TaskState
+from a2a.types import Artifact, Message, StreamResponse, Task
 from google.protobuf.json_format import MessageToDict
+
+from mesh.client.parts import part_text, parts_text, plain_numbers, state_name  # noqa: F401 - used and re-exported
 
 _COLOURS = [36, 35, 33, 32, 34, 31, 96, 95, 93, 92, 94, 91]
 
@@ -37,37 +38,12 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def state_name(state: int) -> str:
-    """TASK_STATE_INPUT_REQUIRED -> input-required."""
-    return TaskState.Name(state).removeprefix("TASK_STATE_").lower().replace("_", "-")
 
 
-def part_text(part: Part) -> str:
-    kind = part.WhichOneof("content")
-    if kind == "text":
-        return part.text
-    if kind == "data":
-        return json.dumps(plain_numbers(MessageToDict(part.data)), ensure_ascii=False)
-    if kind == "url":
-        return part.url
-    if kind == "raw":
-        return f"<{len(part.raw)} bytes {part.media_type or ''}>".strip()
-    return ""
 
 
-def plain_numbers(value: Any) -> Any:
-    """Protobuf keeps JSON numbers as doubles: show 3.0 as 3 again."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: plain_numbers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain_numbers(v) for v in value]
-    return value
 
 
-def parts_text(parts: Sequence[Part]) -> str:
-    return "\n".join(t for t in (part_text(p) for p in parts) if t)
 
 
 def describe_message(message: Message) -> str:

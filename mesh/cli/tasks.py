@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from mesh.cli.common import call_agent, settled_states, target_of
+from mesh.cli.common import call_agent, target_of
 from mesh.errors import CliError
 
 # -- send / get / cancel ------------------------------------------------------------------------
@@ -31,8 +31,6 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 async def _send(args: argparse.Namespace, text: str, data: Any) -> int:
-    from a2a.types import GetTaskRequest, TaskState
-
     from mesh.cli.output import describe_event, state_name, to_json
     from mesh.client import (
         fetch_card,
@@ -41,34 +39,26 @@ async def _send(args: argparse.Namespace, text: str, data: Any) -> int:
         send_request,
         user_message,
     )
+    from mesh.client.exchange import exchange
 
     target = target_of(args)
     message = user_message(text or None, data, task_id=args.task, context_id=args.context)
-    final_state = task_id = None
     async with http_client(target.token, timeout=args.timeout) as http:
         card = await call_agent(target, fetch_card(http, target.url))
         client = await open_client(http, card, streaming=args.stream)
+        seen_state = None
 
-        async def consume() -> None:
-            nonlocal final_state, task_id
-            async for event in client.send_message(send_request(message)):
-                print(json.dumps(to_json(event)) if args.json else describe_event(event), flush=True)
-                kind = event.WhichOneof("payload")
-                if kind == "task":
-                    final_state, task_id = event.task.status.state, event.task.id
-                elif kind == "status_update":
-                    final_state, task_id = event.status_update.status.state, event.status_update.task_id
+        def show(event, picture) -> None:
+            nonlocal seen_state
+            print(json.dumps(to_json(event)) if args.json else describe_event(event), flush=True)
+            seen_state = picture.state
 
-        await call_agent(target, consume())
-        if task_id and final_state not in settled_states():
-            # A stream may end before its last state reaches it (e.g. a cancel
-            # from elsewhere); the task itself has the final word.
-            task = await call_agent(target, client.get_task(GetTaskRequest(id=task_id, history_length=0)))
-            final_state = task.status.state
-            if not args.json:
-                print(f"task {task_id} is {state_name(final_state)}")
-    failed = {TaskState.TASK_STATE_FAILED, TaskState.TASK_STATE_REJECTED, TaskState.TASK_STATE_CANCELED}
-    return 1 if final_state in failed else 0
+        result = await call_agent(target, exchange(client, send_request(message), show))
+        if not args.json and result.task_id and result.state != seen_state:
+            # The stream ended before its last state reached it (e.g. a cancel from
+            # elsewhere); the task, read back, has the final word.
+            print(f"task {result.task_id} is {state_name(result.state)}")
+    return 1 if result.failed else 0
 
 
 def cmd_get(args: argparse.Namespace) -> int:

@@ -41,21 +41,21 @@ from typing import Any
 
 import httpx
 from a2a.client.client import Client
+from a2a.helpers import get_text_parts
 from a2a.types import (
     AgentCard,
-    CancelTaskRequest,
     Message,
     Part,
     Role,
     SendMessageRequest,
-    StreamResponse,
     Task,
-    TaskState,
 )
 from google.protobuf.json_format import MessageToDict, ParseDict
 from google.protobuf.struct_pb2 import Value
 
 from mesh.client import Target, fetch_card, http_client, open_client, resolve_target
+from mesh.client.exchange import FAILED_STATES, exchange
+from mesh.client.parts import state_name
 from mesh.config import MeshConfig
 from mesh.graphs.vertices import (
     A2AVertex,
@@ -83,7 +83,6 @@ from mesh.pregel.vertex import send_pairs
 
 log = logging.getLogger(__name__)
 
-FAILED_STATES = {TaskState.TASK_STATE_FAILED, TaskState.TASK_STATE_REJECTED, TaskState.TASK_STATE_CANCELED}
 CONTROL_KEY = "pregel"
 
 
@@ -187,7 +186,7 @@ def reply_result(reply: Task | Message, size: int) -> VertexResult:
     if isinstance(reply, Task):
         if reply.status.state in FAILED_STATES:
             why = _text(reply.status.message.parts) if reply.status.HasField("message") else ""
-            raise VertexCallFailed(f"the agent's task ended {TaskState.Name(reply.status.state).removeprefix('TASK_STATE_').lower()}"
+            raise VertexCallFailed(f"the agent's task ended {state_name(reply.status.state)}"
                                    + (f": {why}" if why else ""))
         groups = [list(artifact.parts) for artifact in reply.artifacts]
         if not groups and reply.status.HasField("message"):
@@ -227,7 +226,7 @@ def reply_result(reply: Task | Message, size: int) -> VertexResult:
 
 
 def _text(parts) -> str:
-    return "\n".join(p.text for p in parts if p.WhichOneof("content") == "text")
+    return "\n".join(get_text_parts(parts))
 
 
 class RemoteCall:
@@ -269,55 +268,11 @@ class RemoteCall:
 
     async def _send(self, target: Target, request: SendMessageRequest) -> VertexResult:
         client, _ = await self.runtime.pool.client(target)
-        final: Task | Message | None = None
-        task: Task | None = None
-        size = request.ByteSize()
-        try:
-            async for event in client.send_message(request):
-                size += event.ByteSize()
-                final, task = _fold(event, final, task)
-        except asyncio.CancelledError:
-            if task is not None:  # a cancelled or timed-out call cancels the remote task
-                asyncio.get_running_loop().create_task(_cancel_quietly(client, task.id))
-            raise
-        if final is None:
+        # A cancelled or timed-out call cancels the remote task too (exchange does that).
+        answer = await exchange(client, request)
+        if answer.final is None:
             raise VertexCallFailed("the agent sent no answer")
-        return reply_result(final, size)
-
-
-def _fold(event: StreamResponse, final: Task | Message | None, task: Task | None) -> tuple[Task | Message | None, Task | None]:
-    """Keep the latest state of the task (or the message) across a stream's events."""
-    kind = event.WhichOneof("payload")
-    if kind == "message":
-        return event.message, task
-    if kind == "task":
-        task = Task()
-        task.CopyFrom(event.task)
-        return task, task
-    if task is None:
-        return final, task
-    if kind == "status_update":
-        task.status.CopyFrom(event.status_update.status)
-    elif kind == "artifact_update":
-        update = event.artifact_update
-        existing = next((a for a in task.artifacts if a.artifact_id == update.artifact.artifact_id), None)
-        if existing is not None and update.append:
-            existing.parts.extend(update.artifact.parts)
-        elif existing is not None:
-            existing.CopyFrom(update.artifact)
-        else:
-            task.artifacts.append(update.artifact)
-    return task, task
-
-
-async def _cancel_quietly(client: Client, task_id: str) -> None:
-    try:
-        await client.cancel_task(CancelTaskRequest(id=task_id))
-    except Exception as exc:  # it may have finished meanwhile; nothing to do either way
-        log.debug("cancel of remote task %s: %s", task_id, exc)
-
-
-# -- the guard on edges ----------------------------------------------------------------------------
+        return reply_result(answer.final, request.ByteSize() + answer.bytes_received)
 
 
 def edge_guard(config: MeshConfig, graph: GraphSpec, client: Any) -> Any:

@@ -30,15 +30,12 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
-from mesh.cli.output import part_text, plain_numbers, state_name
+from mesh.client.parts import part_text, parts_text, plain_numbers, state_name
 from mesh.config import MeshConfig
 
 log = logging.getLogger(__name__)
 
 CARD_TIMEOUT_S = 3.0
-SETTLED = {"completed", "failed", "rejected", "canceled", "input-required", "auth-required"}
-
-
 class ArtifactContent(BaseModel):
     name: str
     text: str = Field(description="the artifact's text parts, joined")
@@ -120,6 +117,19 @@ def reply_from_task(agent: str, task: Task) -> AgentReply:
                       state=state_name(task.status.state), message=message, artifacts=artifacts)
 
 
+def _progress_note(event: Any) -> str | None:
+    """What a stream event is worth telling the MCP host as progress (status text, or an artifact's name)."""
+    kind = event.WhichOneof("payload")
+    if kind == "status_update":
+        status = event.status_update.status
+        if status.HasField("message") and status.message.parts:
+            return parts_text(status.message.parts) or None
+    elif kind == "artifact_update":
+        artifact = event.artifact_update.artifact
+        return f"artifact {artifact.name or artifact.artifact_id}"
+    return None
+
+
 class AgentCaller:
     """Sends messages to the agents of one mesh and reads their tasks."""
 
@@ -137,62 +147,48 @@ class AgentCaller:
             send_request,
             user_message,
         )
+        from mesh.client.exchange import exchange
 
         agent = self.config.agent(name)
         url = self.config.url_of(name)
         message = user_message(text or None, data, task_id=task_id, context_id=context_id)
-        reply: AgentReply | None = None
+        answer = None
+        updates = 0
+
+        async def forward(event, so_far) -> None:
+            nonlocal answer, updates
+            answer = so_far
+            note = _progress_note(event)
+            if note and context is not None:
+                updates += 1
+                await context.report_progress(updates, None, note)
+
         try:
             async with http_client(self.config.token_of(agent), timeout=self.timeout) as http:
                 card = self.cards.get(name) or await fetch_card(http, url)
                 client = await open_client(http, card, streaming=card.capabilities.streaming)
-                updates = 0
                 async with asyncio.timeout(self.timeout):
-                    async for event in client.send_message(send_request(message)):
-                        reply, note = self._fold(name, reply, event)
-                        if note and context is not None:
-                            updates += 1
-                            await context.report_progress(updates, None, note)
-                if reply is not None and reply.task_id and reply.state not in SETTLED:
-                    task = await client.get_task(GetTaskRequest(id=reply.task_id))
-                    reply = reply_from_task(name, task)
-                elif reply is not None and reply.task_id:
-                    # A stream delivers artifacts in pieces; the stored task has them whole.
-                    reply = reply_from_task(name, await client.get_task(GetTaskRequest(id=reply.task_id)))
+                    answer = await exchange(client, send_request(message), forward)
+                    if answer.task is not None and card.capabilities.streaming:
+                        # A stream delivers artifacts in pieces; the stored task has them whole.
+                        answer.task = await client.get_task(GetTaskRequest(id=answer.task.id))
         except TimeoutError:
-            if reply is not None:
-                reply.message = (f"still {reply.state} after {self.timeout:g}s: call {name}_get_task with "
-                                 f"task_id {reply.task_id!r} later")
-                return reply
+            if answer is not None and answer.task_id:
+                return AgentReply(agent=name, task_id=answer.task_id, context_id=None, state=state_name(answer.state),
+                                  message=(f"still {state_name(answer.state)} after {self.timeout:g}s: call {name}_get_task "
+                                           f"with task_id {answer.task_id!r} later"), artifacts=[])
             raise ToolError(f"agent {name} did not answer within {self.timeout:g}s") from None
         except ToolError:
             raise
         except Exception as exc:
             raise ToolError(self._reason(name, url, exc)) from None
-        if reply is None:
+        if answer is None or answer.final is None:
             raise ToolError(f"agent {name} answered with no task or message")
-        return reply
-
-    def _fold(self, name: str, reply: AgentReply | None, event: Any) -> tuple[AgentReply | None, str | None]:
-        """The reply so far after one stream event, and a progress note to forward (if any)."""
-        kind = event.WhichOneof("payload")
-        if kind == "task":
-            return reply_from_task(name, event.task), None
-        if kind == "message":
-            text = "\n".join(t for t in (part_text(p) for p in event.message.parts) if t)
-            return AgentReply(agent=name, task_id=event.message.task_id or None, context_id=event.message.context_id or None,
-                              state="completed", message=text, artifacts=[]), None
-        if kind == "status_update" and reply is not None:
-            update = event.status_update
-            reply.state = state_name(update.status.state)
-            note = None
-            if update.status.HasField("message") and update.status.message.parts:
-                note = "\n".join(t for t in (part_text(p) for p in update.status.message.parts) if t) or None
-                reply.message = note
-            return reply, note
-        if kind == "artifact_update" and reply is not None:
-            return reply, f"artifact {event.artifact_update.artifact.name or event.artifact_update.artifact.artifact_id}"
-        return reply, None
+        if answer.task is not None:
+            return reply_from_task(name, answer.task)
+        reply_message = answer.message
+        return AgentReply(agent=name, task_id=reply_message.task_id or None, context_id=reply_message.context_id or None,
+                          state="completed", message=parts_text(reply_message.parts) or None, artifacts=[])
 
     async def get_task(self, name: str, task_id: str) -> AgentReply:
         from mesh.client import fetch_card, http_client, open_client
@@ -208,17 +204,11 @@ class AgentCaller:
             raise ToolError(self._reason(name, url, exc)) from None
 
     def _reason(self, name: str, url: str, exc: BaseException) -> str:
-        cause: BaseException | None = exc
-        while cause is not None:
-            if isinstance(cause, httpx.ConnectError):
-                return f"agent {name} is not answering at {url}: is `mesh up` running?"
-            if isinstance(cause, httpx.TimeoutException):
-                return f"agent {name} at {url} timed out"
-            cause = cause.__cause__ or cause.__context__
-        text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-        if "401" in text:
-            return f"agent {name} refused the call: it needs its bearer token (the variable named in mesh.yaml)"
-        return f"agent {name}: {text.splitlines()[0]}"
+        from mesh.client.errors import failure_reason, transport_error
+
+        if isinstance(transport_error(exc), httpx.ConnectError):
+            return f"agent {name} is not answering at {url}: is `mesh up` running?"
+        return "agent " + failure_reason(exc, name, url)
 
 
 # -- the server -----------------------------------------------------------------------------------
