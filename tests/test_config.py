@@ -1,9 +1,19 @@
-"""mesh.yaml validation: `mesh check` on good and broken files, each error with file:line and key path."""
+"""mesh.yaml validation: `mesh check` on good and broken files, each error with file:line and key path.
 
+The broken files are checked in-process (the CLI's own entry point, with its
+stdout and stderr captured); the command itself runs as a process twice.
+"""
+
+import contextlib
+import io
+import os
+import subprocess
 import textwrap
+from unittest import mock
 
 import pytest
 
+from mesh.config import AgentConfig
 from tests.util import ROOT, run_cli
 
 GOOD = """\
@@ -16,9 +26,15 @@ agents:
 
 
 def check(tmp_path, text: str, env: dict | None = None):
+    """`mesh check -c FILE` run by the CLI's main() in this process; returns the file and what it printed."""
+    from mesh.cli.main import main
+
     path = tmp_path / "mesh.yaml"
     path.write_text(textwrap.dedent(text))
-    return path, run_cli("check", "-c", str(path), env=env)
+    out, err = io.StringIO(), io.StringIO()
+    with mock.patch.dict(os.environ, env or {}), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["check", "-c", str(path)])
+    return path, subprocess.CompletedProcess(["mesh", "check"], code, out.getvalue(), err.getvalue())
 
 
 def test_default_mesh_is_valid():
@@ -91,7 +107,7 @@ def test_every_problem_is_listed_in_file_order(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert lines == [
         f"{path}:5: agents.a.port: Input should be a valid integer, unable to parse string as an integer",
-        f"{path}:8: agents.b.colour: unknown key 'colour' (allowed: module, url, host, port, public_url, card, auth, tls, max_body_bytes, settings, guard)",
+        f"{path}:8: agents.b.colour: unknown key 'colour' (allowed: {', '.join(AgentConfig.model_fields)})",
     ]
 
 

@@ -83,7 +83,7 @@ async def _run(args: argparse.Namespace, inputs: list) -> int:
     from mesh.guard.client import GuardClient
 
     config = config_of(args)
-    name = args.agent or (config.guard or {}).get("agent")
+    name = args.agent or (config.guard.agent if config.guard else None)
     if not name:
         raise CliError(f"{config.path} names no guard agent (guard: agent: NAME), and no --agent was given")
     try:

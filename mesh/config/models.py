@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import socket
 from pathlib import Path
@@ -21,6 +20,8 @@ from pydantic import (
 )
 
 import mesh.graphs.vertices  # noqa: F401 - registers the agent, a2a and group vertex kinds before graphs validate
+from mesh.config.guard import GuardOverride, GuardPolicy
+from mesh.config.problems import KeyError_, in_file_order, validation_problems
 from mesh.config.yamlsource import (
     WHOLE_ENV_REFERENCE,
     SourceProblem,
@@ -35,14 +36,6 @@ DEFAULT_CONFIG = "mesh.yaml"
 NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 Port = Annotated[int, Field(ge=1, le=65535)]
-
-
-class KeyError_(ValueError):
-    """A model-level validation error about one key, so the report can point at that key's line."""
-
-    def __init__(self, key: str, message: str):
-        self.key = key
-        super().__init__(message)
 
 
 class Strict(BaseModel):
@@ -119,7 +112,7 @@ class AgentConfig(Strict):
     tls: TlsConfig | None = None
     max_body_bytes: ByteSize | None = None
     settings: dict[str, Any] = {}
-    guard: dict[str, Any] | None = None
+    guard: GuardOverride | None = None
 
     @model_validator(mode="after")
     def _local_or_external(self) -> AgentConfig:
@@ -179,7 +172,7 @@ class MeshConfig(Strict):
     server: ServerConfig = ServerConfig()
     agents: dict[Name, AgentConfig] = {}
     tools: dict[Name, ToolConfig] = {}
-    guard: dict[str, Any] | None = None
+    guard: GuardPolicy | None = None
     graphs: dict[Name, GraphSpec] = {}
     # The agent that runs graphs (`mesh run` talks to it); default: the agent named "coordinator".
     coordinator: Name | None = None
@@ -264,76 +257,15 @@ def load_config(path: str | os.PathLike | None = None, environ: dict[str, str] |
         config = MeshConfig.model_validate(source.data)
     except ValidationError as exc:
         already = {p.path for p in problems}  # e.g. an unset ${VAR} also fails min_length
-        problems += [
-            problem for problem in (_problem_from_pydantic(source, error) for error in exc.errors())
-            if problem.path not in already
-        ]
-        raise ConfigError(_in_file_order(problems)) from None
+        problems += [problem for problem in validation_problems(exc, (), source.problem, MeshConfig)
+                     if problem.path not in already]
+        raise ConfigError(in_file_order(problems)) from None
     config._path = file.resolve()
     config._source = source
     problems += _cross_checks(config, source)
     if problems:
-        raise ConfigError(_in_file_order(problems))
+        raise ConfigError(in_file_order(problems))
     return config
-
-
-def _in_file_order(problems: list[SourceProblem]) -> list[SourceProblem]:
-    unique = {str(p): p for p in problems}
-    return sorted(unique.values(), key=lambda p: (p.line or 0, str(p)))
-
-
-def _problem_from_pydantic(source: YamlSource, error: dict) -> SourceProblem:
-    loc = tuple(part for part in error["loc"] if part != "[key]")  # pydantic's marker for a bad dict key
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        key = loc[-1]
-        allowed = _allowed_keys(loc[:-1])
-        hint = difflib.get_close_matches(str(key), allowed, n=1)
-        message = f"unknown key {key!r}"
-        message += f" (did you mean {hint[0]!r}?)" if hint else (f" (allowed: {', '.join(allowed)})" if allowed else "")
-        return source.problem(loc, message)
-    if kind == "missing":
-        return source.problem(loc, "required key is missing")
-    if kind == "string_pattern_mismatch" and loc[:1] in (("agents",), ("tools",), ("graphs",), ("name",)):
-        return source.problem(loc, "names are lower-case letters, digits, '-' and '_', starting with a letter")
-    cause = (error.get("ctx") or {}).get("error")
-    if isinstance(cause, KeyError_):
-        return source.problem((*loc, cause.key), str(cause))
-    message = error["msg"].removeprefix("Value error, ")
-    return source.problem(loc, message)
-
-
-def _allowed_keys(loc: tuple) -> list[str]:
-    """The field names of the model found by following ``loc`` from MeshConfig."""
-    model: Any = MeshConfig
-    for part in loc:
-        if isinstance(model, type) and issubclass(model, BaseModel) and isinstance(part, str) and part in model.model_fields:
-            model = _model_in(model.model_fields[part].annotation)
-        elif isinstance(model, tuple) and model[0] == "dict":
-            model = model[1]
-        elif isinstance(model, tuple) and model[0] == "list" and isinstance(part, int):
-            model = model[1]
-        else:
-            return []
-    return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
-
-
-def _model_in(annotation: Any) -> Any:
-    """A BaseModel class inside ``annotation``, as ("dict", X)/("list", X) for containers."""
-    from typing import get_args, get_origin
-
-    origin = get_origin(annotation)
-    if origin is dict:
-        return ("dict", _model_in(get_args(annotation)[1]))
-    if origin is list:
-        return ("list", _model_in(get_args(annotation)[0]))
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in get_args(annotation):
-        found = _model_in(arg)
-        if found is not None and found is not type(None):
-            return found
-    return None
 
 
 def _cross_checks(config: MeshConfig, source: YamlSource) -> list[SourceProblem]:

@@ -282,7 +282,7 @@ def edge_guard(config: MeshConfig, graph: GraphSpec, client: Any) -> Any:
     from mesh.guard.enforcement import Guard
     from mesh.guard.policy import GuardPolicy
 
-    merged = {**(config.guard or {}), **graph.guard}
+    merged = {**(config.guard.model_dump(exclude_unset=True) if config.guard else {}), **graph.guard}
     policy = GuardPolicy.model_validate(merged)
     return Guard("graph", policy, client) if policy.enabled else None
 
@@ -360,11 +360,11 @@ class GraphRuntime:
     def _guard(self) -> Any:
         if self._guard_client is None:
             from mesh.guard.client import GuardClient
-            from mesh.guard.policy import GuardPolicy, guard_agent_of
+            from mesh.guard.policy import guard_agent_of
 
             if not guard_agent_of(self.config):
                 raise ValueError("a graph's guard: needs the mesh's guard agent (top-level guard: {agent: NAME})")
-            self._guard_client = GuardClient.for_mesh(self.config, GuardPolicy.model_validate(self.config.guard))
+            self._guard_client = GuardClient.for_mesh(self.config, self.config.guard)
         return self._guard_client
 
     async def start(self, name: str, input: Any, *, run_id: str | None = None, on_event=None) -> Run:
@@ -415,7 +415,7 @@ def graph_problems(config: MeshConfig) -> list:
             from mesh.guard.policy import GuardPolicy
 
             try:
-                GuardPolicy.model_validate({**(config.guard or {}), **graph.guard})
+                GuardPolicy.model_validate({**(config.guard.model_dump(exclude_unset=True) if config.guard else {}), **graph.guard})
             except Exception as exc:
                 problems.append(config.problem(("graphs", name, "guard"), str(exc).splitlines()[-1]))
             if not config.guard:

@@ -10,7 +10,7 @@ from google.protobuf.json_format import MessageToDict
 from pydantic import ValidationError
 
 from mesh.errors import GuardConfigError, GuardError
-from mesh.guard.policy import GuardPolicy, _first_error, guard_agent_of
+from mesh.guard.policy import GuardPolicy, guard_agent_of
 from mesh.guard.verdicts import Turn, Verdict, VerdictCache
 
 # -- the client of the guard agent -----------------------------------------------------------------
@@ -209,3 +209,9 @@ def _reason(exc: BaseException) -> str:
             return f"{type(exc).__name__}: {text}"
         exc = exc.__cause__ or exc.__context__
     return "unknown error"
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(p) for p in error["loc"])
+    return f"{where}: {error['msg'].removeprefix('Value error, ')}" if where else error["msg"]

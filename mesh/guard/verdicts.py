@@ -12,34 +12,12 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from mesh.config.guard import CATEGORIES, HAZARDS, INJECTION, Check  # noqa: F401 - re-exported
 from mesh.errors import GuardConfigError, GuardError  # noqa: F401 - re-exported
 from mesh.serving.executor import AgentFailure
 
 log = logging.getLogger(__name__)
 
-# Llama Guard 3's hazard taxonomy (MLCommons), plus prompt injection, which
-# Llama Guard does not cover and the mesh checks separately.
-CATEGORIES: dict[str, str] = {
-    "S1": "Violent Crimes",
-    "S2": "Non-Violent Crimes",
-    "S3": "Sex-Related Crimes",
-    "S4": "Child Sexual Exploitation",
-    "S5": "Defamation",
-    "S6": "Specialized Advice",
-    "S7": "Privacy",
-    "S8": "Intellectual Property",
-    "S9": "Indiscriminate Weapons",
-    "S10": "Hate",
-    "S11": "Suicide & Self-Harm",
-    "S12": "Sexual Content",
-    "S13": "Elections",
-    "S14": "Code Interpreter Abuse",
-    "INJ": "Prompt Injection",
-}
-INJECTION = "INJ"
-HAZARDS = tuple(code for code in CATEGORIES if code != INJECTION)
-
-Check = Literal["input", "output"]
 
 
 class GuardBlocked(AgentFailure):

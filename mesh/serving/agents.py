@@ -32,6 +32,7 @@ from a2a.types import AgentCard
 from pydantic import BaseModel, ValidationError
 
 from mesh.config.plugins import ModuleImportError, import_module
+from mesh.config.problems import validation_problems
 from mesh.errors import AgentModuleError  # noqa: F401 - re-exported
 
 
@@ -60,6 +61,11 @@ class AgentModule:
     @property
     def name(self) -> str:
         return self.module.__name__
+
+    @property
+    def settings_model(self) -> type[BaseModel] | None:
+        """The module's Settings model, if it has one."""
+        return getattr(self.module, "Settings", None)
 
     def settings(self, raw: dict[str, Any]) -> Any:
         """``raw`` validated by the module's Settings model (a dict when it has none)."""
@@ -102,15 +108,6 @@ def load_agent_module(path: str, search_dir: Path | None = None) -> AgentModule:
     return AgentModule(module)
 
 
-def settings_problems(error: ValidationError) -> list[tuple[tuple, str]]:
-    """(path inside settings, message) for each error of a Settings validation."""
-    problems = []
-    for e in error.errors():
-        message = f"unknown key {e['loc'][-1]!r}" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
-        problems.append((tuple(e["loc"]), message))
-    return problems
-
-
 def module_problems(config) -> list:
     """Each local agent's module imports, provides a card and an executor, and accepts its settings."""
     problems = []
@@ -123,8 +120,7 @@ def module_problems(config) -> list:
         try:
             settings = module.settings(agent.settings)
         except ValidationError as exc:
-            for path, message in settings_problems(exc):
-                problems.append(config.problem(("agents", name, "settings", *path), message))
+            problems += validation_problems(exc, ("agents", name, "settings"), config.problem, module.settings_model)
             continue
         try:
             module.card(settings, AgentRuntime(config, name))

@@ -40,6 +40,7 @@ from pydantic import BaseModel, ValidationError
 
 from mesh.config import ConfigError, MeshConfig, ToolConfig, load_config
 from mesh.config.plugins import ModuleImportError, import_module
+from mesh.config.problems import validation_problems
 from mesh.errors import ToolModuleError  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
@@ -66,6 +67,11 @@ class ToolModule:
     def name(self) -> str:
         spec = getattr(self.module, "__spec__", None)
         return spec.name if spec is not None else self.module.__name__
+
+    @property
+    def settings_model(self) -> type[BaseModel] | None:
+        """The module's Settings model, if it has one."""
+        return getattr(self.module, "Settings", None)
 
     def settings(self, raw: dict[str, Any], base_dir: Path | None = None, state_dir: Path | None = None) -> Any:
         """``raw`` validated by the module's Settings (a dict when it has none); relative paths resolve against ``base_dir``."""
@@ -145,10 +151,7 @@ def tool_module_problems(config: MeshConfig) -> list:
         except ToolModuleError as exc:
             problems.append(config.problem(("tools", name, "settings"), str(exc)))
         except ValidationError as exc:
-            for error in exc.errors():
-                loc = tuple(error["loc"])
-                message = f"unknown key {loc[-1]!r}" if error["type"] == "extra_forbidden" else error["msg"].removeprefix("Value error, ")
-                problems.append(config.problem(("tools", name, "settings", *loc), message))
+            problems += validation_problems(exc, ("tools", name, "settings"), config.problem, module.settings_model)
     return problems
 
 

@@ -1,0 +1,85 @@
+"""mesh.yaml's guard sections as models: the mesh's policy (``guard:``) and one agent's override (``agents.NAME.guard:``).
+
+The categories are Llama Guard 3's hazard taxonomy (MLCommons) plus prompt
+injection, which Llama Guard does not cover and the mesh checks separately.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+CATEGORIES: dict[str, str] = {
+    "S1": "Violent Crimes",
+    "S2": "Non-Violent Crimes",
+    "S3": "Sex-Related Crimes",
+    "S4": "Child Sexual Exploitation",
+    "S5": "Defamation",
+    "S6": "Specialized Advice",
+    "S7": "Privacy",
+    "S8": "Intellectual Property",
+    "S9": "Indiscriminate Weapons",
+    "S10": "Hate",
+    "S11": "Suicide & Self-Harm",
+    "S12": "Sexual Content",
+    "S13": "Elections",
+    "S14": "Code Interpreter Abuse",
+    "INJ": "Prompt Injection",
+}
+INJECTION = "INJ"
+HAZARDS = tuple(code for code in CATEGORIES if code != INJECTION)
+
+Check = Literal["input", "output"]
+
+
+def known_codes(value: Any) -> Any:
+    if value == "all" or value is None:
+        return value
+    unknown = [code for code in value if code not in CATEGORIES]
+    if unknown:
+        raise ValueError(f"unknown category {', '.join(unknown)} (known: {', '.join(CATEGORIES)}, or 'all')")
+    return value
+
+
+class GuardPolicy(BaseModel):
+    """mesh.yaml's ``guard:`` section (the mesh's policy) and ``agents.NAME.guard:`` (one agent's override)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agent: str | None = Field(None, description="which agent of the mesh is the guard (top level only)")
+    enabled: bool = True
+    check: list[Check] = ["input", "output"]
+    block: list[str] | Literal["all"] = "all"
+    tool_block: list[str] = [INJECTION]
+    on_error: Literal["block", "allow"] = "block"
+    timeout_s: float = Field(30.0, gt=0, le=600)
+    cache_size: int = Field(10_000, ge=0)
+    stream_window_chars: int = Field(2000, ge=0, le=100_000)
+
+    _known_codes = field_validator("block", "tool_block")(classmethod(lambda cls, value: known_codes(value)))
+
+    def blocking(self, verdict: Any, codes: Iterable[str] | None = None) -> list[str]:
+        """The codes of ``verdict`` that this policy blocks on (empty when it may pass)."""
+        if verdict.safe:
+            return []
+        blocked = set(CATEGORIES) if (codes is None and self.block == "all") else set(codes if codes is not None else self.block)
+        return [code for code in verdict.codes if code in blocked]
+
+
+class GuardOverride(BaseModel):
+    """``agents.NAME.guard:``: the keys of the mesh's policy this agent sets otherwise (the guard agent is chosen at the top)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool | None = None
+    check: list[Check] | None = None
+    block: list[str] | Literal["all"] | None = None
+    tool_block: list[str] | None = None
+    on_error: Literal["block", "allow"] | None = None
+    timeout_s: float | None = Field(None, gt=0, le=600)
+    cache_size: int | None = Field(None, ge=0)
+    stream_window_chars: int | None = Field(None, ge=0, le=100_000)
+
+    _known_codes = field_validator("block", "tool_block")(classmethod(lambda cls, value: known_codes(value)))
