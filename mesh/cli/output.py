@@ -54,12 +54,20 @@ def describe_artifact(artifact: Artifact) -> str:
     return f"artifact {artifact.name or artifact.artifact_id}: {parts_text(artifact.parts)}"
 
 
-def describe_task(task: Task) -> str:
+def bounded(text: str, max_chars: int) -> str:
+    """``text`` cut to ``max_chars``, saying how much was left out."""
+    if len(text) <= max_chars:
+        return text
+    return f"{text[:max_chars]}… ({len(text) - max_chars:,} more characters; --json prints everything)"
+
+
+def describe_task(task: Task, max_chars: int = 2000) -> str:
+    """The task's state, status message and artifacts, each cut at ``max_chars``."""
     lines = [f"task {task.id} [{state_name(task.status.state)}]"]
     if task.status.HasField("message") and task.status.message.parts:
-        lines.append(f"  status: {describe_message(task.status.message)}")
+        lines.append(f"  status: {bounded(describe_message(task.status.message), max_chars)}")
     for artifact in task.artifacts:
-        lines.append("  " + describe_artifact(artifact).replace("\n", "\n    "))
+        lines.append("  " + bounded(describe_artifact(artifact), max_chars).replace("\n", "\n    "))
     return "\n".join(lines)
 
 

@@ -31,7 +31,8 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 async def _send(args: argparse.Namespace, text: str, data: Any) -> int:
-    from mesh.cli.output import describe_event, state_name, to_json
+    from mesh.cli.output import state_name, to_json
+    from mesh.cli.progress import TaskView
     from mesh.client import (
         fetch_card,
         http_client,
@@ -47,13 +48,21 @@ async def _send(args: argparse.Namespace, text: str, data: Any) -> int:
         card = await call_agent(target, fetch_card(http, target.url))
         client = await open_client(http, card, streaming=args.stream)
         seen_state = None
+        view = None if args.json else TaskView()
 
         def show(event, picture) -> None:
             nonlocal seen_state
-            print(json.dumps(to_json(event)) if args.json else describe_event(event), flush=True)
+            if view is None:
+                print(json.dumps(to_json(event)), flush=True)
+            else:
+                view.show(event)
             seen_state = picture.state
 
-        result = await call_agent(target, exchange(client, send_request(message), show))
+        try:
+            result = await call_agent(target, exchange(client, send_request(message), show))
+        finally:
+            if view is not None:
+                view.close()
         if not args.json and result.task_id and result.state != seen_state:
             # The stream ended before its last state reached it (e.g. a cancel from
             # elsewhere); the task, read back, has the final word.

@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from abc import abstractmethod
+from typing import Any
 
 from a2a.helpers import new_task_from_user_message, new_text_part
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.events import EventQueue
 from a2a.server.tasks import TaskUpdater
+from a2a.types import TaskState
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,7 @@ class TaskAgent(AgentExecutor):
         if task is None:
             task = new_task_from_user_message(context.message)
             await event_queue.enqueue_event(task)
-        updater = TaskUpdater(event_queue, task.id, task.context_id)
+        updater = EndAwareUpdater(event_queue, task.id, task.context_id)
         await updater.start_work()
         run = _Run(asyncio.ensure_future(self.work(context, updater)))
         self._running[task.id] = run
@@ -66,7 +68,7 @@ class TaskAgent(AgentExecutor):
             return
         finally:
             self._running.pop(task.id, None)
-        if not updater._terminal_state_reached:
+        if not updater.ended:
             await updater.complete()
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
@@ -80,6 +82,19 @@ class TaskAgent(AgentExecutor):
         finally:
             if run is not None:
                 run.canceled.set()
+
+
+class EndAwareUpdater(TaskUpdater):
+    """A TaskUpdater that knows whether the work already ended the task (a2a-sdk keeps that to itself)."""
+
+    ENDING = frozenset({TaskState.TASK_STATE_COMPLETED, TaskState.TASK_STATE_CANCELED,
+                        TaskState.TASK_STATE_FAILED, TaskState.TASK_STATE_REJECTED})
+    ended = False
+
+    async def update_status(self, state: TaskState, *args: Any, **kwargs: Any) -> None:
+        await super().update_status(state, *args, **kwargs)
+        if state in self.ENDING:
+            self.ended = True
 
 
 class _Run:
