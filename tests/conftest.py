@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.util import ROOT, free_port, wait_for_port
+from tests.support.util import ROOT, free_port, wait_for_port
 
 PG_BIN_CANDIDATES = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 
 from mesh.cli.common import check_modules, config_of
 from mesh.cli.inspect import _probe_agents
 from mesh.cli.supervisor import Service
 from mesh.config import MeshConfig
-from mesh.errors import CliError
+from mesh.config.problems import in_file_order
+from mesh.errors import CliError, ConfigError, MeshError
 from mesh.tools.modules import (
     HEALTH_PATH,
     bracketed,
@@ -108,7 +110,15 @@ async def ready_table(config: MeshConfig, names: list[str], tools: list[str]) ->
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    config = config_of(args)
+    try:
+        config = config_of(args)
+    except ConfigError as exc:
+        # The file does not validate; still report, in the same run, the modules it names that cannot be used.
+        source = getattr(exc, "source", None)
+        more = named_module_problems(source) if source is not None else []
+        if more:
+            raise ConfigError(in_file_order([*exc.problems, *more])) from None
+        raise
     check_modules(config)
     local = list(config.local_agents())
     external = [n for n in config.agents if n not in local]
@@ -127,3 +137,23 @@ def tool_service(config: MeshConfig, name: str) -> Service:
         host=host, port=tool.port, ready_url=f"http://{bracketed(probe_host)}:{tool.port}{HEALTH_PATH}",
         cwd=str(config.base_dir),
     )
+
+
+def named_module_problems(source) -> list:
+    """The agent and tool modules a (possibly invalid) mesh.yaml names that cannot be imported or used."""
+    from mesh.serving.agents import load_agent_module
+    from mesh.tools.modules import load_tool_module
+
+    problems = []
+    data = source.data if isinstance(source.data, dict) else {}
+    base_dir = Path(source.file).resolve().parent
+    for section, load in (("agents", load_agent_module), ("tools", load_tool_module)):
+        entries = data.get(section)
+        for name, entry in (entries.items() if isinstance(entries, dict) else ()):
+            module = entry.get("module") if isinstance(entry, dict) else None
+            if isinstance(module, str) and module:
+                try:
+                    load(module, base_dir)
+                except MeshError as exc:
+                    problems.append(source.problem((section, name, "module"), str(exc)))
+    return problems

@@ -259,7 +259,9 @@ def load_config(path: str | os.PathLike | None = None, environ: dict[str, str] |
         already = {p.path for p in problems}  # e.g. an unset ${VAR} also fails min_length
         problems += [problem for problem in validation_problems(exc, (), source.problem, MeshConfig)
                      if problem.path not in already]
-        raise ConfigError(in_file_order(problems)) from None
+        error = ConfigError(in_file_order(problems))
+        error.source = source  # so that `mesh check` can go on checking what it can (the modules named)
+        raise error from None
     config._path = file.resolve()
     config._source = source
     problems += _cross_checks(config, source)

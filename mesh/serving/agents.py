@@ -101,7 +101,7 @@ def load_agent_module(path: str, search_dir: Path | None = None) -> AgentModule:
         raise AgentModuleError(str(exc)) from None
     missing = [name for name in ("card", "create_executor") if not hasattr(module, name)]
     if missing:
-        raise AgentModuleError(f"{path} is not an agent module: it lacks {' and '.join(missing)} (see mesh/agent.py)")
+        raise AgentModuleError(f"{path} is not an agent module: it lacks {' and '.join(missing)} (see 'Writing an agent' in README.md)")
     settings_model = getattr(module, "Settings", None)
     if settings_model is not None and not (isinstance(settings_model, type) and issubclass(settings_model, BaseModel)):
         raise AgentModuleError(f"{path}.Settings must be a pydantic model")

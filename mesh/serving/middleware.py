@@ -9,7 +9,15 @@ import re
 import time
 from collections.abc import Iterable
 
-from starlette.authentication import AuthCredentials, SimpleUser
+from starlette.authentication import (
+    AuthCredentials,
+    AuthenticationBackend,
+    AuthenticationError,
+    SimpleUser,
+)
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.requests import HTTPConnection
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 access_log = logging.getLogger("mesh.access")
@@ -60,35 +68,45 @@ class RequestLog:
                 )
 
 
-class BearerAuth:
-    """Requires ``Authorization: Bearer <token>`` except on the public paths (card, health).
+class _BearerRefused(AuthenticationError):
+    def __init__(self, reason: str, invalid: bool) -> None:
+        super().__init__(reason)
+        self.invalid = invalid
 
-    A missing or wrong token gets 401 with ``WWW-Authenticate`` before the
-    body is read; a good one marks the request authenticated so a2a-sdk scopes
-    tasks to that user and serves the extended card.
+
+class BearerBackend(AuthenticationBackend):
+    """Starlette authentication by one bearer token; the public paths (card, health) need none.
+
+    A good token marks the request authenticated, so a2a-sdk scopes tasks to
+    that user and serves the extended card; a missing or wrong one is refused
+    before the body is read.
     """
 
-    def __init__(self, app: ASGIApp, token: str, realm: str, public_paths: Iterable[str]) -> None:
-        self.app = app
+    def __init__(self, token: str, public_paths: Iterable[str]) -> None:
         self.token = token.encode()
-        self.realm = realm
         self.public_paths = frozenset(public_paths)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.public_paths:
-            await self.app(scope, receive, send)
-            return
-        given = _bearer_token(scope)
-        if given is None or not hmac.compare_digest(given, self.token):
-            challenge = f'Bearer realm="{self.realm}"'
-            if given is not None:
-                challenge += ', error="invalid_token"'
-            reason = "missing bearer token" if given is None else "invalid bearer token"
-            await _json_error(scope, send, 401, f"Unauthorized: {reason}", [(b"www-authenticate", challenge.encode())])
-            return
-        scope["user"] = SimpleUser("mesh-client")
-        scope["auth"] = AuthCredentials(["authenticated"])
-        await self.app(scope, receive, send)
+    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, SimpleUser] | None:
+        if conn.url.path in self.public_paths:
+            return None
+        scheme, _, given = conn.headers.get("authorization", "").partition(" ")
+        given = given.strip()
+        if scheme.lower() != "bearer" or not given:
+            raise _BearerRefused("missing bearer token", invalid=False)
+        if not hmac.compare_digest(given.encode(), self.token):
+            raise _BearerRefused("invalid bearer token", invalid=True)
+        return AuthCredentials(["authenticated"]), SimpleUser("mesh-client")
+
+
+def BearerAuth(app: ASGIApp, token: str, realm: str, public_paths: Iterable[str]) -> ASGIApp:  # noqa: N802 - used as a middleware class
+    """``app`` behind Starlette's AuthenticationMiddleware with ``BearerBackend``; refusals get 401 and a challenge."""
+
+    def refuse(conn: HTTPConnection, exc: Exception) -> Response:
+        challenge = f'Bearer realm="{realm}"' + (', error="invalid_token"' if getattr(exc, "invalid", False) else "")
+        return JSONResponse(_error_body(conn.url.path, 401, f"Unauthorized: {exc}"), status_code=401,
+                            headers={"WWW-Authenticate": challenge})
+
+    return AuthenticationMiddleware(app, backend=BearerBackend(token, public_paths), on_error=refuse)
 
 
 class BodyLimit:
@@ -156,25 +174,9 @@ class BodyLimit:
         )
 
 
-def _bearer_token(scope: Scope) -> bytes | None:
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            scheme, _, token = value.partition(b" ")
-            if scheme.lower() == b"bearer" and token.strip():
-                return token.strip()
-            return None
-    return None
-
-
 async def _json_error(scope: Scope, send: Send, status: int, message: str, headers: list | None = None) -> None:
     """An HTTP error whose JSON body a JSON-RPC client can read as well as a REST one."""
-    if scope["path"] == "/":
-        # A2A maps an unsupported content type to ContentTypeNotSupportedError (-32005).
-        code = -32005 if status == 415 else -32600
-        body = {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}
-    else:
-        body = {"error": {"code": status, "message": message}}
-    payload = json.dumps(body).encode()
+    payload = json.dumps(_error_body(scope["path"], status, message)).encode()
     await send({
         "type": "http.response.start",
         "status": status,
@@ -185,3 +187,12 @@ async def _json_error(scope: Scope, send: Send, status: int, message: str, heade
         ],
     })
     await send({"type": "http.response.body", "body": payload})
+
+
+def _error_body(path: str, status: int, message: str) -> dict:
+    """A JSON-RPC error envelope on the JSON-RPC endpoint, a REST error elsewhere."""
+    if path == "/":
+        # A2A maps an unsupported content type to ContentTypeNotSupportedError (-32005).
+        code = -32005 if status == 415 else -32600
+        return {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}
+    return {"error": {"code": status, "message": message}}

@@ -33,9 +33,9 @@ import httpx
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-sys.path.insert(0, str(ROOT))  # benchmarks import the tests' helpers (tests/util.py)
+sys.path.insert(0, str(ROOT))  # benchmarks import the tests' helpers (tests/support/util.py)
 
-from tests.util import free_ports, wait_for_port  # noqa: E402
+from tests.support.util import free_ports, wait_for_port  # noqa: E402
 
 
 def body(i: int) -> bytes:

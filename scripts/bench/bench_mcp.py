@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))  # benchmarks import the tests' helpers (tests/util.py)
+sys.path.insert(0, str(ROOT))  # benchmarks import the tests' helpers (tests/support/util.py)
 
 
 def reference_server():

@@ -218,13 +218,13 @@ async def throughput(requests: int, concurrency: int) -> None:
         send_request,
         user_message,
     )
-    from tests.util import MeshUp, free_ports  # the same process runner the tests use
+    from tests.support.util import MeshUp, free_ports  # the same process runner the tests use
 
     ports = free_ports(5)
     names = ("guard", "echo-off", "echo-on", "reply-off", "reply-on")
     with tempfile.TemporaryDirectory() as directory:
         config = Path(directory) / "mesh.yaml"
-        reply = {"module": "tests.guard_agents", "settings": {"prefix": "Here is what you asked about: "}}
+        reply = {"module": "tests.support.guard_agents", "settings": {"prefix": "Here is what you asked about: "}}
         config.write_text(yaml.safe_dump({
             "name": "bench", "state": {"dir": str(Path(directory) / "state")},
             "agents": {

@@ -25,7 +25,7 @@ kept (the machine's noise only ever adds time). The garbage collector is off dur
 timed run, as timeit does. Each result is checked.
 
 It also runs 100 A2A vertices in one superstep: a graph of 100 agent vertices
-calling an agent process on loopback (tests/sample_agents/worker.py) through
+calling an agent process on loopback (tests/support/agents/worker.py) through
 the coordinator's runtime (mesh/graphs.py, HTTP/2), and compares the
 superstep's wall time with its slowest call and with the sum of the calls:
 with the agent answering after a fixed delay (the shape of a model or tool
@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))  # benchmarks import the tests' helpers (tests/util.py)
+sys.path.insert(0, str(ROOT))  # benchmarks import the tests' helpers (tests/support/util.py)
 
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver  # noqa: E402
 from langgraph.graph import END, START, StateGraph  # noqa: E402
@@ -348,17 +348,17 @@ async def a2a_superstep(width: int = 100) -> None:
 
     from mesh.config import load_config
     from mesh.graphs.runtime import GraphRuntime
-    from tests.util import free_port, wait_for_port
+    from tests.support.util import free_port, wait_for_port
 
     print(f"\n{width} A2A vertices in one superstep (one agent process on loopback, HTTP/2, one connection pool)")
     print(f"{'agent delay':<12}{'superstep wall':>16}{'slowest call':>14}{'sum of calls':>14}{'wall/slowest':>14}")
     for delay in (0.2, 0.0):
         with tempfile.TemporaryDirectory(prefix="pregel-a2a-") as directory:
             port = free_port()
-            vertices = [{"id": "start", "kind": "python", "function": "tests.sample_agents.steps:start"}]
+            vertices = [{"id": "start", "kind": "python", "function": "tests.support.agents.steps:start"}]
             vertices += [{"id": f"v{i}", "kind": "agent", "agent": "worker"} for i in range(width)]
             mesh = {"name": "bench", "state": {"dir": f"{directory}/state"},
-                    "agents": {"worker": {"module": "tests.sample_agents.worker", "port": port,
+                    "agents": {"worker": {"module": "tests.support.agents.worker", "port": port,
                                           "settings": {"delay_s": delay}}},
                     "graphs": {"wide": {"entry": "start", "vertices": vertices,
                                         "edges": [f"start -> v{i}" for i in range(width)]}}}
