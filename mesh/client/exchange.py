@@ -105,20 +105,71 @@ async def exchange(
     for a caller that has gone.
     """
     result = Exchange()
+    events: asyncio.Queue = asyncio.Queue()
+    # The stream is read by a task of its own, so that a caller cancelled before the task's
+    # id arrived can still have it cancelled: the reader goes on until it knows the id.
+    reader = asyncio.get_running_loop().create_task(_read(client, request, events))
     try:
-        async for event in client.send_message(request):
+        while True:
+            event = await events.get()
+            if event is _END:
+                break
+            if isinstance(event, BaseException):
+                raise event
             result.add(event)
             if on_event is not None:
                 outcome = on_event(event, result)
                 if asyncio.iscoroutine(outcome):
                     await outcome
     except asyncio.CancelledError:
-        if result.task is not None and not result.settled:
-            asyncio.get_running_loop().create_task(cancel_quietly(client, result.task.id))
+        if result.task is not None:
+            reader.cancel()
+            if not result.settled:
+                asyncio.get_running_loop().create_task(cancel_quietly(client, result.task.id))
+        else:
+            asyncio.get_running_loop().create_task(_cancel_when_known(client, reader, events))
+        raise
+    except BaseException:
+        reader.cancel()
         raise
     if settle and result.task is not None and not result.settled:
         result.task = await client.get_task(GetTaskRequest(id=result.task.id))
     return result
+
+
+_END = object()
+
+
+async def _read(client: Client, request: SendMessageRequest, events: asyncio.Queue) -> None:
+    try:
+        async for event in client.send_message(request):
+            await events.put(event)
+    except asyncio.CancelledError:
+        raise
+    except BaseException as error:  # handed to the caller, which raises it
+        await events.put(error)
+        return
+    await events.put(_END)
+
+
+async def _cancel_when_known(client: Client, reader: asyncio.Task, events: asyncio.Queue, wait_s: float = 30.0) -> None:
+    """The caller went away before the task's id arrived: wait (bounded) for it, then cancel that task."""
+    try:
+        async with asyncio.timeout(wait_s):
+            while True:
+                event = await events.get()
+                if event is _END or isinstance(event, BaseException):
+                    return
+                probe = Exchange()
+                probe.add(event)
+                if probe.task_id:
+                    if not probe.settled:
+                        await cancel_quietly(client, probe.task_id)
+                    return
+    except TimeoutError:
+        pass
+    finally:
+        reader.cancel()
 
 
 async def cancel_quietly(client: Client, task_id: str) -> None:

@@ -181,8 +181,12 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def reply_result(reply: Task | Message, size: int) -> VertexResult:
-    """A vertex result from an agent's final answer (see the module docstring)."""
+def reply_result(reply: Task | Message, size: int, trusted: bool = False) -> VertexResult:
+    """A vertex result from an agent's final answer (see the module docstring).
+
+    A ``{"pregel": {...}}`` data part steers the run only when ``trusted`` (the vertex's
+    ``control: true`` in mesh.yaml); otherwise it is data like any other.
+    """
     if isinstance(reply, Task):
         if reply.status.state in FAILED_STATES:
             why = _text(reply.status.message.parts) if reply.status.HasField("message") else ""
@@ -203,7 +207,7 @@ def reply_result(reply: Task | Message, size: int) -> VertexResult:
         for part in parts:
             if part.WhichOneof("content") == "data":
                 value = MessageToDict(part.data)
-                if isinstance(value, dict) and isinstance(value.get(CONTROL_KEY), dict):
+                if trusted and isinstance(value, dict) and isinstance(value.get(CONTROL_KEY), dict):
                     control = value[CONTROL_KEY]
                 else:
                     data = value
@@ -272,7 +276,7 @@ class RemoteCall:
         answer = await exchange(client, request)
         if answer.final is None:
             raise VertexCallFailed("the agent sent no answer")
-        return reply_result(answer.final, request.ByteSize() + answer.bytes_received)
+        return reply_result(answer.final, request.ByteSize() + answer.bytes_received, trusted=self.spec.control)
 
 
 def edge_guard(config: MeshConfig, graph: GraphSpec, client: Any) -> Any:

@@ -25,6 +25,10 @@ class RemoteVertex(VertexSpec):
     """What every A2A vertex has."""
 
     instruction: str | None = None
+    # Whether this agent may steer the run with a {"pregel": {...}} control part (send, halt,
+    # state, mutations). Off by default: an agent's answer is content, and content an agent
+    # merely passed along (the user's input, a document) must not steer the graph.
+    control: bool = False
 
 
 @register_vertex_kind

@@ -537,7 +537,8 @@ class Run:
                     if timeout is not None:
                         error = f"no answer within {timeout:g} s"
                         self.figures.vertex(vertex.id).timeouts += 1
-                except Exception as exception:
+                except (Exception, SystemExit) as exception:
+                    # SystemExit too: a vertex that calls sys.exit() ends that call, not the process running the graph.
                     error = exception
                 else:
                     self._finished(vertex, call, raw, perf_counter() - started)

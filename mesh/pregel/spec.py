@@ -268,6 +268,9 @@ class GraphSpec(Strict):
     aggregators: dict[VertexId, AggregatorName] = {}
     limits: Limits = Limits()
     guard: dict[str, Any] | None = None
+    # Modules whose functions vertices added at run time (python vertices, combiners) may name;
+    # None: the modules this graph's own vertices, combiners and aggregators name.
+    allow_modules: list[str] | None = None
 
     @field_validator("entry", "outputs", mode="before")
     @classmethod
@@ -308,6 +311,14 @@ class GraphSpec(Strict):
                 ))
         _raise_problems(type(self).__name__, problems)
         return self
+
+    def runtime_modules(self) -> set[str]:
+        """The modules a vertex added at run time may take a function or combiner from."""
+        if self.allow_modules is not None:
+            return set(self.allow_modules)
+        paths = [getattr(v, "function", None) for v in self.vertices] + [v.combiner for v in self.vertices]
+        paths += list(self.aggregators.values())
+        return {path.partition(":")[0] for path in paths if isinstance(path, str) and ":" in path}
 
     def vertex(self, vertex_id: str) -> VertexSpec:
         for vertex in self.vertices:

@@ -269,6 +269,11 @@ class Topology:
             if vertex_id in self.vertices:
                 refused(requester, as_dict, f"vertex {vertex_id!r} exists")
                 continue
+            foreign = _foreign_function(mutation.vertex, self.graph.runtime_modules())
+            if foreign is not None:
+                refused(requester, as_dict, f"vertex {vertex_id!r} names {foreign!r}, outside the modules this graph allows "
+                                            "(graphs.NAME.allow_modules in mesh.yaml)")
+                continue
             try:
                 self._add_vertex(mutation.vertex)
             except Exception as error:
@@ -304,3 +309,19 @@ def _jsonable(value: Any) -> Any:
         return value
     except (TypeError, ValueError):
         return repr(value)
+
+
+def _foreign_function(spec: VertexSpec, allowed: set[str]) -> str | None:
+    """The function or combiner path of ``spec`` whose module is not in ``allowed``, if any.
+
+    Topology changes come from what vertices answer, and a remote vertex's
+    answer is content: a vertex added at run time may only name code the
+    graph's author already chose to run.
+    """
+    builtin_combiners = {"sum", "min", "max", "concat", "list", "last"}
+    for path in (getattr(spec, "function", None), spec.combiner):
+        if not isinstance(path, str) or (path in builtin_combiners and ":" not in path):
+            continue
+        if path.partition(":")[0] not in allowed:
+            return path
+    return None

@@ -26,3 +26,10 @@ def grow(call):
         AddEdge(**{"from": "grower", "to": "added"}),
         AddEdge(**{"from": "added", "to": "sink"}),
     ])
+
+
+def exit_now(call):
+    """A vertex that ends the process it runs in, if it can."""
+    import sys
+
+    sys.exit(3)
