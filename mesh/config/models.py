@@ -270,13 +270,24 @@ def load_config(path: str | os.PathLike | None = None, environ: dict[str, str] |
     return config
 
 
+def _bind_address(host: str) -> str:
+    """The address a host name binds (``localhost`` and ``127.0.0.1`` are one socket), or the name itself."""
+    if host in ("", "0.0.0.0", "::"):
+        return host or "0.0.0.0"
+    try:
+        return socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0]
+    except (OSError, UnicodeError):
+        return host
+
+
 def _cross_checks(config: MeshConfig, source: YamlSource) -> list[SourceProblem]:
     problems: list[SourceProblem] = []
     ports: dict[tuple[str, int], str] = {}
 
     def claim(host: str, port: int, owner: str, path: tuple) -> None:
+        host = _bind_address(host)
         for (other_host, other_port), other in ports.items():
-            if other_port == port and (other_host == host or "0.0.0.0" in (host, other_host)):
+            if other_port == port and (other_host == host or {"0.0.0.0", "::"} & {host, other_host}):
                 problems.append(source.problem(path, f"port {port} is already used by {other}"))
                 return
         ports[(host, port)] = owner

@@ -79,11 +79,21 @@ def dotted_path(path: Path_) -> str:
     return text
 
 
+# A mesh.yaml is a few hundred lines. Aliases are expanded as the document is walked, so a
+# "billion laughs" file (aliases of aliases) would grow without bound: both are capped.
+MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
+MAX_EXPANDED_NODES = 200_000
+
+
 def load_yaml(path: Path, environ: dict[str, str] | None = None) -> YamlSource:
     """Read ``path`` into a YamlSource; raise YamlSourceError naming file and line."""
     environ = os.environ if environ is None else environ
     name = str(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_DOCUMENT_BYTES:
+            raise YamlSourceError([SourceProblem(name, None, (), f"{size:,} bytes is too large for a mesh file "
+                                                                   f"(at most {MAX_DOCUMENT_BYTES:,})")])
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise YamlSourceError([SourceProblem(name, None, (), f"cannot read: {exc.strerror or exc}")]) from None
@@ -110,9 +120,51 @@ def parse_yaml(text: str, name: str, environ: dict[str, str]) -> YamlSource:
     if root is None:
         source.data = {}
         return source
+    _check_expansion(root, name)
     source.lines[()] = root.start_mark.line + 1
     source.data = _walk(root, (), source, source.problems, environ, yaml.SafeLoader(""))
     return source
+
+
+def _check_expansion(root: yaml.Node, name: str) -> None:
+    """Refuse a document whose aliases refer to themselves or expand past MAX_EXPANDED_NODES nodes."""
+    sizes: dict[int, int] = {}  # node id -> nodes it expands to
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:  # iterative: a deep document must not exhaust Python's recursion
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            on_path.discard(key)
+            children = _children(node)
+            sizes[key] = 1 + sum(sizes[id(child)] for child in children)
+            if sizes[key] > MAX_EXPANDED_NODES:
+                raise YamlSourceError([SourceProblem(
+                    name, node.start_mark.line + 1, (),
+                    f"aliases here expand to more than {MAX_EXPANDED_NODES:,} values; a mesh file needs far fewer "
+                    "(is this an alias bomb?)")])
+            continue
+        if key in sizes:
+            continue
+        if key in on_path:
+            raise YamlSourceError([SourceProblem(name, node.start_mark.line + 1, (),
+                                                 "an alias refers to the node that contains it (a recursive anchor)")])
+        on_path.add(key)
+        stack.append((node, True))
+        for child in _children(node):
+            if id(child) in on_path:
+                raise YamlSourceError([SourceProblem(name, child.start_mark.line + 1, (),
+                                                     "an alias refers to the node that contains it (a recursive anchor)")])
+            if id(child) not in sizes:
+                stack.append((child, False))
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
 
 
 def _walk(node, path, source, problems, environ, loader) -> Any:

@@ -144,3 +144,29 @@ def test_an_invalid_file_also_reports_the_modules_it_names(tmp_path):
         f"{path}:8: tools.calc.module: cannot import 'mcp_tools.calculatorr': no such module",
         f"{path}:9: tools.calc.transport: Input should be 'stdio' or 'http'",
     ]
+
+
+def test_localhost_and_its_address_on_one_port_are_a_duplicate(tmp_path):
+    path, result = check(tmp_path, GOOD + "    host: localhost\n  other:\n    module: agents.echo\n    host: 127.0.0.1\n    port: 18101\n")
+    assert result.returncode == 2
+    assert f"{path}:10: agents.other.port: port 18101 is already used by agents.echo" in result.stderr
+
+
+def test_an_alias_bomb_is_refused_in_one_line_without_expanding_it(tmp_path):
+    lines = ["name: t", "a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]  # 9^10 values if expanded
+    path, result = check(tmp_path, "\n".join(lines) + "\n")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"{path}:7: aliases here expand to more than 200,000 values; a mesh file needs far fewer (is this an alias bomb?)"]
+
+
+def test_a_recursive_anchor_is_refused_in_one_line(tmp_path):
+    path, result = check(tmp_path, "name: t\nloop: &loop\n  again: *loop\n")
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"{path}:2: an alias refers to the node that contains it (a recursive anchor)"
+
+
+def test_a_huge_file_is_refused_before_it_is_parsed(tmp_path):
+    path, result = check(tmp_path, "name: t\n# " + "x" * (5 * 1024 * 1024) + "\n")
+    assert result.returncode == 2 and "too large for a mesh file" in result.stderr
