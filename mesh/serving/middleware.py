@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Iterable
@@ -155,6 +156,11 @@ class BodyLimit:
             match = _RPC_METHOD.search(body, 0, 4096)
             if match:
                 scope["mesh.rpc_method"] = match.group(1).decode("utf-8", "replace")
+            problem = json_problem(body)
+            if problem is not None:
+                await _send_json(send, 200 if scope["path"] == "/" else 400,
+                                 problem if scope["path"] == "/" else {"error": problem["error"]})
+                return
 
         delivered = False
 
@@ -196,3 +202,80 @@ def _error_body(path: str, status: int, message: str) -> dict:
         code = -32005 if status == 415 else -32600
         return {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}
     return {"error": {"code": status, "message": message}}
+
+
+class _NotFinite:
+    """A number JSON allows to write but no A2A value can hold (NaN, Infinity, 1e400)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _finite_float(text: str) -> float | _NotFinite:
+    value = float(text)
+    return value if math.isfinite(value) else _NotFinite(text)
+
+
+def json_problem(body: bytes) -> dict | None:
+    """The JSON-RPC error for a body that a2a-sdk would answer with -32603, or None when it can parse it.
+
+    Bytes that are not UTF-8 and nesting too deep for a parser are parse errors
+    (-32700); a number that is not finite is an invalid param (-32602) naming
+    where it is, instead of an internal error from deep inside the SDK.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _rpc_error(None, -32700, f"Parse error: the body is not UTF-8 (byte {exc.start})")
+    seen: list[_NotFinite] = []
+
+    def not_finite(text: str) -> _NotFinite:
+        seen.append(_NotFinite(text))
+        return seen[-1]
+
+    def checked_float(text: str) -> float | _NotFinite:
+        value = _finite_float(text)
+        if isinstance(value, _NotFinite):
+            seen.append(value)
+        return value
+
+    try:
+        document = json.loads(text, parse_constant=not_finite, parse_float=checked_float)
+    except RecursionError:
+        return _rpc_error(None, -32700, "Parse error: the JSON is nested too deeply")
+    except ValueError:
+        return None  # malformed JSON: the SDK's own -32700 says where
+    if not seen:
+        return None
+    request_id = document.get("id") if isinstance(document, dict) else None
+    fields = [{"field": path, "message": f"{value.text} is not a finite number"} for path, value in _paths_of(document)]
+    summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])
+    return _rpc_error(request_id, -32602, f"Invalid params: {summary}", {"errors": fields})
+
+
+def _paths_of(document: object, path: str = "") -> list[tuple[str, _NotFinite]]:
+    found: list[tuple[str, _NotFinite]] = []
+    stack: list[tuple[str, object]] = [(path, document)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, _NotFinite):
+            found.append((where.removeprefix("params.") or "params", value))
+        elif isinstance(value, dict):
+            stack.extend((f"{where}.{key}" if where else str(key), item) for key, item in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{where}.{index}", item) for index, item in enumerate(value))
+    return sorted(found, key=lambda pair: pair[0])
+
+
+def _rpc_error(request_id: object, code: int, message: str, data: dict | None = None) -> dict:
+    error: dict = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return {"jsonrpc": "2.0", "id": request_id, "error": error}
+
+
+async def _send_json(send: Send, status: int, body: dict) -> None:
+    payload = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+    await send({"type": "http.response.body", "body": payload})

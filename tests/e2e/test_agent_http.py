@@ -184,6 +184,30 @@ def test_malformed_json(mesh, http):
     assert error["code"] == -32700
 
 
+
+@pytest.mark.parametrize("body, code, fragment", [
+    (b'{"jsonrpc": "2.0", "id": 1, "method": "message/send", "params": {"message": {"messageId": "\xff\xfe"}}}',
+     -32700, "the body is not UTF-8"),
+    (b"[" * 100_000 + b"]" * 100_000, -32700, "nested too deeply"),
+    (b'{"jsonrpc": "2.0", "id": 1, "method": "message/send", "params": {"message": {"role": "user", "messageId": "m",'
+     b' "parts": [{"kind": "data", "data": {"x": ' + b"[" * 5000 + b"]" * 5000 + b"}}]}}}", -32700, "nested too deeply"),
+])
+def test_bodies_no_parser_should_take_are_parse_errors(mesh, tmp_path, body, code, fragment):
+    (tmp_path / "body").write_bytes(body)
+    error = rpc_error(mesh.echo, f"@{tmp_path / 'body'}")
+    assert error["code"] == code and fragment in error["message"]
+
+
+def test_numbers_that_are_not_finite_are_invalid_params_naming_the_field(mesh):
+    body = ('{"jsonrpc": "2.0", "id": 7, "method": "message/send", "params": {"message": {"role": "user", "messageId": "nf",'
+            ' "parts": [{"kind": "data", "data": {"x": NaN, "y": [1e400]}}]}}}')
+    answer = curl_json(mesh.echo + "/", body)
+    assert answer["id"] == 7 and answer["error"]["code"] == -32602
+    fields = {e["field"] for e in answer["error"]["data"]["errors"]}
+    assert fields == {"message.parts.0.data.x", "message.parts.0.data.y.0"}
+    # and the agent goes on serving
+    assert "result" in curl_json(mesh.echo + "/", jsonrpc("message/send", message("still here")))
+
 @pytest.mark.parametrize("body, fragment", [
     ('{"jsonrpc": "1.0", "id": 1, "method": "message/send", "params": {}}', "'jsonrpc' must be exactly '2.0'"),
     ('{"jsonrpc": "2.0", "id": 1}', ""),
