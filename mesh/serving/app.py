@@ -35,6 +35,7 @@ from mesh.serving.executor import RunningTasks
 from mesh.serving.jsonrpc import create_jsonrpc_route
 from mesh.serving.middleware import BearerAuth, BodyLimit, RequestLog
 from mesh.serving.store import fail_unfinished_tasks, open_task_store
+from mesh.telemetry.metrics import METRICS_PATH, RequestMetrics, metrics_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
         agent_executor = module.create_executor(settings, runtime)
         # Guard hook: every agent but the guard itself runs behind mesh.yaml's guard policy (mesh/guard.py).
         guarded, guard_client = guard_for_agent(config, name, agent_executor)
-        executor = RunningTasks(guarded)
+        executor = RunningTasks(guarded, name)
     except AgentModuleError as exc:
         raise ServeError(f"agent {name}: {exc}") from None
     except ValidationError as exc:
@@ -159,11 +160,12 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
     grace = max(config.server.graceful_timeout - 1.0, 0.5)
     routes = [
         Route(HEALTH_PATH, health, methods=["GET"]),
+        Route(METRICS_PATH, metrics_endpoint, methods=["GET"]),
         *card_routes(public_card, config.server.card_max_age, started),
         create_jsonrpc_route(handler, shutdown_grace_period=grace),
         *create_rest_routes(handler, enable_v0_3_compat=True, shutdown_grace_period=grace),
     ]
-    middleware = [Middleware(RequestLog)]
+    middleware = [Middleware(RequestLog), Middleware(RequestMetrics, server=name)]
     if agent.auth:
         middleware.append(Middleware(
             BearerAuth, token=config.token_of(agent), realm=name,
