@@ -34,4 +34,5 @@ class LLMConfig(BaseModel):
         if not url.startswith(("http://", "https://")):
             raise ValueError("base_url must start with http:// or https://")
         self.base_url, self.host = url.rstrip("/"), None
+        self.api_key = self.api_key or None  # ${KEY:-} with KEY unset: no key
         return self

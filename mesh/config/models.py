@@ -24,6 +24,7 @@ from mesh.config.guard import GuardOverride, GuardPolicy
 from mesh.config.llm import LLMConfig
 from mesh.config.problems import KeyError_, in_file_order, validation_problems
 from mesh.config.yamlsource import (
+    ENV_REFERENCE,
     WHOLE_ENV_REFERENCE,
     SourceProblem,
     YamlSource,
@@ -351,7 +352,7 @@ def _cross_checks(config: MeshConfig, source: YamlSource) -> list[SourceProblem]
                 problems.append(source.problem(("agents", name, "agents", index), f"no other agent named {other!r} in this mesh (agents: {known})"))
         if agent.llm and agent.llm.api_key is not None:
             raw = source.raw.get(("agents", name, "llm", "api_key"))
-            if raw is None or not WHOLE_ENV_REFERENCE.match(raw):
+            if raw is None or not ENV_REFERENCE.fullmatch(raw):
                 problems.append(source.problem(("agents", name, "llm", "api_key"), "secrets must come from the environment: write ${VAR_NAME}, not the key itself"))
     if config.coordinator and config.coordinator not in config.agents:
         problems.append(source.problem(("coordinator",), f"no agent named {config.coordinator!r}"))

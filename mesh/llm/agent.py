@@ -35,7 +35,7 @@ from a2a.server.tasks import TaskUpdater
 from a2a.types import AgentCapabilities, AgentCard, AgentSkill, ListTasksRequest, TaskState
 
 from mesh.guard.enforcement import check_tool_result
-from mesh.llm.providers import ModelError, ModelSettings, Provider, Reply, ToolCall, make_provider
+from mesh.llm.providers import ModelError, Provider, Reply, ToolCall, make_provider, settings_of
 from mesh.llm.toolbox import Target, Toolbox, ToolFailure
 from mesh.serving.agents import AgentRuntime
 from mesh.serving.executor import AgentFailure, TaskAgent
@@ -48,13 +48,6 @@ HISTORY_TASKS = 20  # earlier tasks of a context replayed to the model
 
 def _entry(runtime: AgentRuntime):
     return runtime.config.agent(runtime.name)
-
-
-def model_settings(entry: Any) -> ModelSettings:
-    llm = entry.llm
-    return ModelSettings(provider=llm.provider, model=llm.model, base_url=llm.base_url, api_key=llm.api_key,
-                         timeout_s=llm.timeout_s, retries=llm.retries, max_retry_wait=llm.max_retry_wait,
-                         temperature=llm.temperature, price_in=llm.price_in, price_out=llm.price_out)
 
 
 def card(settings: dict, runtime: AgentRuntime) -> AgentCard:
@@ -82,7 +75,7 @@ class LLMAgent(TaskAgent):
         super().__init__()
         self.runtime = runtime
         self.entry = _entry(runtime)
-        self.provider: Provider = make_provider(model_settings(self.entry))
+        self.provider: Provider = make_provider(settings_of(self.entry.llm))
         self.toolbox = Toolbox(runtime.config, list(self.entry.tools), list(self.entry.agents))
 
     async def start(self) -> None:

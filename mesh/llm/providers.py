@@ -334,3 +334,19 @@ PROVIDERS: dict[str, type[Provider]] = {"openai": OpenAIProvider, "ollama": Olla
 
 def make_provider(settings: ModelSettings) -> Provider:
     return PROVIDERS[settings.provider](settings)
+
+
+def settings_of(llm: Any) -> ModelSettings:
+    """ModelSettings from an agent's ``llm:`` entry (mesh.config.llm.LLMConfig)."""
+    return ModelSettings(provider=llm.provider, model=llm.model, base_url=llm.base_url, api_key=llm.api_key,
+                         timeout_s=llm.timeout_s, retries=llm.retries, max_retry_wait=llm.max_retry_wait,
+                         temperature=llm.temperature, price_in=llm.price_in, price_out=llm.price_out)
+
+
+async def probe_model(llm: Any, timeout: float = 2.0) -> str | None:
+    """None when the agent's model server answers and has its model, else a short reason ("model not reachable")."""
+    provider = make_provider(settings_of(llm))
+    try:
+        return await provider.probe(timeout)
+    finally:
+        await provider.aclose()

@@ -8,7 +8,7 @@ import pytest
 from mesh.config import load_config
 from tests.support.fake_models import FakeOllama, FakeOpenAI, call, fail, say
 from tests.support.mcp_helpers import a2a_stream
-from tests.support.util import MeshUp, curl_json, free_ports, jsonrpc, write_mesh
+from tests.support.util import MeshUp, curl_json, free_ports, jsonrpc, run_cli, write_mesh
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +36,7 @@ def mesh(tmp_path_factory, models):
     with MeshUp(config, env={"TEST_LLM_KEY": "sk-test-1"}) as run:
         run.wait_ready()
         run.loaded = load_config(config, {"TEST_LLM_KEY": "sk-test-1"})
+        run.path = config
         yield run
         assert run.stop() == 0
 
@@ -148,4 +149,9 @@ def test_unreachable_model_fails_the_task_and_mesh_ls_says_so(mesh):
     events = a2a_stream(url(mesh, "missing"), "hello")
     status = final(events)
     assert status["state"] == "failed" and "model not reachable" in status_text(status) and "qwen3-8b" in status_text(status)
-    assert "model not reachable" in mesh.output
+    assert "missing: model not reachable (openai at http://127.0.0.1:" in mesh.output  # the table `mesh up` prints
+    listed = run_cli("ls", "-c", str(mesh.path), env={"TEST_LLM_KEY": "sk-test-1"})
+    row = next(line for line in listed.stdout.splitlines() if line.startswith("missing "))
+    assert " llm " in row and "yes; model not reachable" in row
+    writer = next(line for line in listed.stdout.splitlines() if line.startswith("writer "))
+    assert "model not reachable" not in writer
