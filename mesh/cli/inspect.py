@@ -94,7 +94,7 @@ async def _card(args: argparse.Namespace):
     from mesh.client import fetch_card, http_client, open_client
 
     target = target_of(args)
-    async with http_client(target.token) as http:
+    async with http_client(target.token, h2c=target.h2c) as http:
         card = await call_agent(target, fetch_card(http, target.url))
         if not args.extended:
             return card

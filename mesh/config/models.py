@@ -120,6 +120,9 @@ class AgentConfig(Strict):
     max_body_bytes: ByteSize | None = None
     settings: dict[str, Any] = {}
     guard: GuardOverride | None = None
+    # Whether clients may open h2c (HTTP/2 over plain TCP, "prior knowledge") to this agent. None:
+    # yes for local agents (hypercorn speaks it), no for external ones (HTTP/1.1, or ALPN over TLS).
+    h2c: bool | None = None
 
     @model_validator(mode="after")
     def _local_or_external(self) -> AgentConfig:
@@ -235,6 +238,11 @@ class MeshConfig(Strict):
             host = f"[{host}]"
         scheme = "https" if agent.tls else "http"
         return f"{scheme}://{host}:{agent.port}"
+
+    def h2c_of(self, name: str) -> bool:
+        """Whether the mesh's clients speak h2c with prior knowledge to this agent (see AgentConfig.h2c)."""
+        agent = self.agent(name)
+        return agent.is_local if agent.h2c is None else agent.h2c
 
     def token_of(self, agent: AgentConfig) -> str | None:
         return agent.auth.bearer_token if agent.auth else None
