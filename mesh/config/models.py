@@ -99,6 +99,13 @@ class ServerConfig(Strict):
     # answered on the endpoint; listing "0.3" adds the 0.3 card fields (url,
     # protocolVersion...) that 0.3 clients need, which a strict 1.0 schema refuses.
     card_versions: list[Literal["1.0", "0.3"]] = Field(["1.0", "0.3"], min_length=1)
+    # Hostile traffic (README: Reliability): requests at work at once per agent process (503 beyond),
+    # HTTP/2 streams open at once per connection, and stream resets a client may make per
+    # connection within reset_window_s before it is sent GOAWAY ENHANCE_YOUR_CALM.
+    max_concurrent_requests: int = Field(256, ge=1, le=100_000)
+    max_streams_per_connection: int = Field(100, ge=1, le=10_000)
+    max_resets_per_connection: int = Field(200, ge=1, le=1_000_000)
+    reset_window_s: float = Field(10.0, gt=0, le=3600)
 
 
 LLM_AGENT_MODULE = "mesh.llm.agent"

@@ -33,7 +33,7 @@ from mesh.guard.enforcement import guard_for_agent
 from mesh.serving.agents import AgentModuleError, AgentRuntime, load_agent_module
 from mesh.serving.executor import RunningTasks
 from mesh.serving.jsonrpc import create_jsonrpc_route
-from mesh.serving.middleware import BearerAuth, BodyLimit, RequestLog
+from mesh.serving.middleware import Admission, BearerAuth, BodyLimit, RequestLog
 from mesh.serving.store import fail_unfinished_tasks, open_task_store
 
 log = logging.getLogger(__name__)
@@ -170,6 +170,7 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
             public_paths=(CARD_PATH, LEGACY_CARD_PATH, HEALTH_PATH),
         ))
     middleware.append(Middleware(BodyLimit, limit=config.body_limit_of(agent)))
+    middleware.append(Middleware(Admission, limit=config.server.max_concurrent_requests))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
