@@ -68,9 +68,11 @@ async def _run(args: argparse.Namespace, config, coordinator: str, graph_input: 
     target = resolve_target(config, coordinator)
     message = user_message(data={"graph": args.graph, "input": graph_input})
     progress = Progress(args.graph, live=sys.stdout.isatty(), quiet=args.json)
-    async with http_client(target.token, timeout=args.timeout) as http:
+    async with http_client(target.token, timeout=args.timeout, h2c=target.h2c) as http:
         card = await call_agent(target, fetch_card(http, target.url))
         client = await open_client(http, card, streaming=True)
+
+        errors: list[dict] = []  # the vertex calls that failed after their retries, from the "result" artifact
 
         def show(event, run) -> None:
             kind = event.WhichOneof("payload")
@@ -84,6 +86,7 @@ async def _run(args: argparse.Namespace, config, coordinator: str, graph_input: 
                 artifact = event.artifact_update.artifact
                 if artifact.name == "result":  # its data (outputs, errors, figures) is for --json
                     progress.say(parts_text([p for p in artifact.parts if p.WhichOneof("content") == "text"]))
+                    errors.extend(_result_errors(artifact))
                 else:
                     progress.say(describe_artifact(artifact))
 
@@ -96,7 +99,22 @@ async def _run(args: argparse.Namespace, config, coordinator: str, graph_input: 
     state = run.state
     if not args.json:
         print(f"run {run.task_id} {state_name(state) if state is not None else 'ended'} after {time.monotonic() - progress.started:.1f}s")
-    return 0 if state == TaskState.TASK_STATE_COMPLETED else 1
+    if errors and not args.json:
+        for error in errors[:10]:
+            print(f"  error: {error.get('vertex') or error.get('aggregator') or '?'}: {error.get('error')}", file=sys.stderr)
+    # A run whose vertices failed (on_vertex_error: continue) completes, but is not a success.
+    return 0 if state == TaskState.TASK_STATE_COMPLETED and not errors else 1
+
+
+def _result_errors(artifact) -> list[dict]:
+    from google.protobuf.json_format import MessageToDict
+
+    for part in artifact.parts:
+        if part.WhichOneof("content") == "data":
+            value = MessageToDict(part.data)
+            if isinstance(value, dict) and isinstance(value.get("errors"), list):
+                return [e for e in value["errors"] if isinstance(e, dict)]
+    return []
 
 
 class Progress:

@@ -91,7 +91,7 @@ async def _run(args: argparse.Namespace, inputs: list) -> int:
     except KeyError as exc:
         raise CliError(exc.args[0]) from None
     if args.remote:
-        classifier: Any = GuardClient(config.url_of(name), config.token_of(agent), cache_size=0)
+        classifier: Any = GuardClient(config.url_of(name), config.token_of(agent), cache_size=0, h2c=config.h2c_of(name))
     else:
         classifier = _in_process(config, name, agent)
     failures = 0

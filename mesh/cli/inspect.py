@@ -49,7 +49,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     from mesh.cli.output import table
 
     print(table(["AGENT", "KIND", "URL", "ANSWERS", "SKILLS", "AUTH", "GUARD"], [
-        [r["name"], r["kind"], r["url"], "yes" if r["answers"] else f"no ({r['error']})", ", ".join(r["skills"]),
+        [r["name"], r["kind"], r["url"], ("yes" if r["answers"] else f"no ({r['error']})") + _model_note(r), ", ".join(r["skills"]),
          r["auth"], r["guard"]] for r in rows
     ]))
     if config.graphs:
@@ -68,13 +68,25 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_note(row: dict[str, Any]) -> str:
+    """"; model not reachable" for an LLM agent whose model server does not answer (or lacks its model)."""
+    problem = (row.get("model") or {}).get("problem")
+    return f"; {problem}" if problem else ""
+
+
 async def _probe_agents(config: MeshConfig, names: list[str] | None = None) -> list[dict[str, Any]]:
     from mesh.client import fetch_card
 
     async def probe(name: str) -> dict[str, Any]:
         agent = config.agent(name)
-        row = {"name": name, "kind": "local" if agent.is_local else "external", "url": config.url_of(name),
-               "auth": "bearer" if agent.auth else "none", "answers": False, "error": None, "skills": []}
+        row = {"name": name, "kind": "llm" if agent.llm else "local" if agent.is_local else "external",
+               "url": config.url_of(name), "auth": "bearer" if agent.auth else "none", "answers": False, "error": None,
+               "skills": []}
+        if agent.llm is not None:
+            from mesh.llm.providers import probe_model
+
+            row["model"] = {"provider": agent.llm.provider, "url": agent.llm.base_url, "name": agent.llm.model,
+                            "problem": await probe_model(agent.llm)}
         try:
             async with httpx.AsyncClient(timeout=2.0, verify=False) as http:
                 card = await fetch_card(http, row["url"])
@@ -104,7 +116,7 @@ async def _card(args: argparse.Namespace):
     from mesh.client import fetch_card, http_client, open_client
 
     target = target_of(args)
-    async with http_client(target.token) as http:
+    async with http_client(target.token, h2c=target.h2c) as http:
         card = await call_agent(target, fetch_card(http, target.url))
         if not args.extended:
             return card

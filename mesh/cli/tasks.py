@@ -44,7 +44,7 @@ async def _send(args: argparse.Namespace, text: str, data: Any) -> int:
 
     target = target_of(args)
     message = user_message(text or None, data, task_id=args.task, context_id=args.context)
-    async with http_client(target.token, timeout=args.timeout) as http:
+    async with http_client(target.token, timeout=args.timeout, h2c=target.h2c) as http:
         card = await call_agent(target, fetch_card(http, target.url))
         client = await open_client(http, card, streaming=args.stream)
         seen_state = None
@@ -87,7 +87,7 @@ async def _task_call(args: argparse.Namespace, call: Callable) -> int:
     from mesh.client import fetch_card, http_client, open_client
 
     target = target_of(args)
-    async with http_client(target.token) as http:
+    async with http_client(target.token, h2c=target.h2c) as http:
         card = await call_agent(target, fetch_card(http, target.url))
         client = await open_client(http, card, streaming=False)
         task = await call_agent(target, call(client))

@@ -1,4 +1,10 @@
-"""A2A clients over HTTP/2 for the CLI and the coordinator: resolve an agent by name or URL, then call it."""
+"""A2A clients for the CLI and the coordinator: resolve an agent by name or URL, then call it.
+
+HTTP versions: over TLS, ALPN picks h2 or HTTP/1.1; over plain TCP the client
+speaks h2c with prior knowledge only to agents known to speak it (the mesh's
+own agents, or ``h2c: true`` on an agent or ``a2a`` vertex), else HTTP/1.1,
+which every A2A server speaks (uvicorn, express, ...).
+"""
 
 from __future__ import annotations
 
@@ -23,23 +29,39 @@ class Target:
     name: str
     url: str
     token: str | None = None
+    h2c: bool = False  # the agent speaks HTTP/2 over plain TCP with prior knowledge
+
+
+def known_h2c(config: MeshConfig | None, url: str) -> bool:
+    """A URL of one of the mesh's own agents (which speak h2c) is called with h2c too."""
+    if config is None:
+        return False
+    for name in config.agents:
+        try:
+            if config.url_of(name) == url and config.h2c_of(name):
+                return True
+        except Exception:
+            continue
+    return False
 
 
 def resolve_target(config: MeshConfig | None, name_or_url: str) -> Target:
     """An agent of mesh.yaml by name (its token from mesh.yaml), or any A2A agent by URL (token from $MESH_TOKEN)."""
     if name_or_url.startswith(("http://", "https://")):
-        return Target(name_or_url, name_or_url.rstrip("/"), os.environ.get("MESH_TOKEN") or None)
+        url = name_or_url.rstrip("/")
+        return Target(name_or_url, url, os.environ.get("MESH_TOKEN") or None, known_h2c(config, url))
     if config is None:
         raise KeyError(f"{name_or_url!r} is not a URL and no mesh.yaml was loaded")
     agent = config.agent(name_or_url)
-    return Target(name_or_url, config.url_of(name_or_url), config.token_of(agent))
+    return Target(name_or_url, config.url_of(name_or_url), config.token_of(agent), config.h2c_of(name_or_url))
 
 
-def http_client(token: str | None = None, timeout: float | None = 60.0, verify: Any = True) -> httpx.AsyncClient:
-    """An httpx client that speaks HTTP/2 only: h2c with prior knowledge on http://, ALPN h2 on https://."""
+def http_client(token: str | None = None, timeout: float | None = 60.0, verify: Any = True,
+                h2c: bool = False) -> httpx.AsyncClient:
+    """An httpx client: ALPN (h2 or HTTP/1.1) on https://; on http://, h2c with prior knowledge if ``h2c``, else HTTP/1.1."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return httpx.AsyncClient(
-        http1=False, http2=True, headers=headers, verify=verify,
+        http1=not h2c, http2=True, headers=headers, verify=verify,
         timeout=httpx.Timeout(timeout, connect=10.0),
         limits=httpx.Limits(max_connections=20, max_keepalive_connections=20),
     )

@@ -1,4 +1,4 @@
-"""Graphs of mesh.yaml on the Pregel engine: A2A vertices over HTTP/2, group routing, the guard on edges, checkpoints.
+"""Graphs of mesh.yaml on the Pregel engine: A2A vertices (h2c to the mesh's agents, else HTTP/1.1 or ALPN), group routing, the guard on edges, checkpoints.
 
 A remote vertex (kinds ``agent``, ``a2a``, ``group``; see mesh/vertices.py)
 is called with one A2A message: its inbox as parts (text as text parts,
@@ -55,6 +55,7 @@ from google.protobuf.json_format import MessageToDict, ParseDict
 from google.protobuf.struct_pb2 import Value
 
 from mesh.client import Target, fetch_card, http_client, open_client, resolve_target
+from mesh.client.connect import known_h2c
 from mesh.client.exchange import FAILED_STATES, exchange
 from mesh.client.parts import state_name
 from mesh.config import MeshConfig
@@ -101,29 +102,31 @@ def checkpoint_store(config: MeshConfig) -> CheckpointStore:
 
 
 class AgentPool:
-    """One HTTP/2 client (a connection pool) and one a2a client per agent, shared by every call of every run."""
+    """One HTTP client (a connection pool) and one a2a client per agent, shared by every call of every run."""
 
     def __init__(self) -> None:
-        self._http: dict[str, httpx.AsyncClient] = {}
-        self._clients: dict[str, tuple[Client, AgentCard]] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        # keyed by (url, h2c): one agent may be called both ways (a vertex may force h2c)
+        self._http: dict[tuple[str, bool], httpx.AsyncClient] = {}
+        self._clients: dict[tuple[str, bool], tuple[Client, AgentCard]] = {}
+        self._locks: dict[tuple[str, bool], asyncio.Lock] = {}
 
     async def client(self, target: Target) -> tuple[Client, AgentCard]:
-        cached = self._clients.get(target.url)
+        key = (target.url, target.h2c)
+        cached = self._clients.get(key)
         if cached is not None:
             return cached
-        lock = self._locks.setdefault(target.url, asyncio.Lock())
+        lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
-            if target.url not in self._clients:
-                http = self._http.get(target.url) or http_client(target.token, timeout=None)
-                self._http[target.url] = http
+            if key not in self._clients:
+                http = self._http.get(key) or http_client(target.token, timeout=None, h2c=target.h2c)
+                self._http[key] = http
                 card = await fetch_card(http, target.url)
-                self._clients[target.url] = (await open_client(http, card, streaming=card.capabilities.streaming), card)
-            return self._clients[target.url]
+                self._clients[key] = (await open_client(http, card, streaming=card.capabilities.streaming), card)
+            return self._clients[key]
 
     def forget(self, target: Target) -> None:
         """Drop the cached client (the agent restarted, or its card changed)."""
-        self._clients.pop(target.url, None)
+        self._clients.pop((target.url, target.h2c), None)
 
     async def aclose(self) -> None:
         for http in self._http.values():
@@ -250,7 +253,7 @@ class RemoteCall:
             return [(spec.agent, resolve_target(config, spec.agent))]
         if isinstance(spec, A2AVertex):
             token = os.environ.get(spec.token_env) if spec.token_env else None
-            return [(spec.url, Target(spec.url, spec.url, token))]
+            return [(spec.url, Target(spec.url, spec.url, token, spec.h2c or known_h2c(config, spec.url)))]
         assert isinstance(spec, GroupVertex)
         order = self.runtime.routes.order(list(spec.agents), spec.route)
         return [(name, resolve_target(config, name)) for name in order]

@@ -46,6 +46,9 @@ class A2AVertex(RemoteVertex):
     kind: Literal["a2a"] = "a2a"
     url: str
     token_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # h2c (HTTP/2 over plain TCP, prior knowledge) only for an agent known to speak it (e.g. another
+    # mesh's agent); by default http:// is HTTP/1.1 and https:// negotiates h2 or HTTP/1.1 by ALPN.
+    h2c: bool = False
 
     @field_validator("url")
     @classmethod

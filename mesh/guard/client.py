@@ -31,9 +31,10 @@ class GuardClient:
     """
 
     def __init__(self, url: str, token: str | None = None, timeout_s: float = 30.0, cache_size: int = 10_000,
-                 max_in_flight: int = 1) -> None:
+                 max_in_flight: int = 1, h2c: bool = True) -> None:
         self.url = url
         self.token = token
+        self.h2c = h2c  # the guard speaks h2c (the mesh's own agents do); else HTTP/1.1 or ALPN
         self.timeout_s = timeout_s
         self.cache = VerdictCache(cache_size)
         self.max_in_flight = max_in_flight
@@ -50,7 +51,8 @@ class GuardClient:
         name = policy.agent or guard_agent_of(config)
         if not name:
             raise GuardConfigError(f"{config.path}: guard.agent: name the guard agent")
-        return cls(config.url_of(name), config.token_of(config.agent(name)), policy.timeout_s, policy.cache_size)
+        return cls(config.url_of(name), config.token_of(config.agent(name)), policy.timeout_s, policy.cache_size,
+                   h2c=config.h2c_of(name))
 
     async def classify(self, turns: Sequence[Turn]) -> Verdict:
         """The verdict for ``turns``; raises GuardError when the guard cannot answer in time."""
@@ -161,7 +163,7 @@ class GuardClient:
         async with self._opening:
             if self._client is None:
                 if self._http is None:
-                    self._http = http_client(self.token, timeout=self.timeout_s)
+                    self._http = http_client(self.token, timeout=self.timeout_s, h2c=self.h2c)
                 try:
                     card = await fetch_card(self._http, self.url)
                     self._client = await open_client(self._http, card, streaming=False)

@@ -19,7 +19,8 @@ async def guard_status(config: Any, timeout_s: float = 3.0) -> dict[str, Any] | 
     name = guard_agent_of(config)
     if not name or name not in config.agents:
         return None
-    client = GuardClient(config.url_of(name), config.token_of(config.agent(name)), timeout_s, cache_size=0)
+    client = GuardClient(config.url_of(name), config.token_of(config.agent(name)), timeout_s, cache_size=0,
+                         h2c=config.h2c_of(name))
     try:
         return {"agent": name, **await client.status()}
     except (GuardError, TimeoutError) as exc:

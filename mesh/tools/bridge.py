@@ -61,7 +61,7 @@ async def fetch_cards(config: MeshConfig, timeout: float = CARD_TIMEOUT_S) -> di
     async def one(name: str) -> tuple[str, AgentCard | None]:
         agent = config.agent(name)
         try:
-            async with http_client(config.token_of(agent), timeout=timeout) as http:
+            async with http_client(config.token_of(agent), timeout=timeout, h2c=config.h2c_of(name)) as http:
                 return name, await asyncio.wait_for(fetch_card(http, config.url_of(name)), timeout)
         except Exception as exc:
             log.info("agent %s: card not fetched from %s (%s)", name, config.url_of(name), type(exc).__name__)
@@ -164,7 +164,7 @@ class AgentCaller:
                 await context.report_progress(updates, None, note)
 
         try:
-            async with http_client(self.config.token_of(agent), timeout=self.timeout) as http:
+            async with http_client(self.config.token_of(agent), timeout=self.timeout, h2c=self.config.h2c_of(name)) as http:
                 card = self.cards.get(name) or await fetch_card(http, url)
                 client = await open_client(http, card, streaming=card.capabilities.streaming)
                 async with asyncio.timeout(self.timeout):
@@ -196,7 +196,7 @@ class AgentCaller:
         agent = self.config.agent(name)
         url = self.config.url_of(name)
         try:
-            async with http_client(self.config.token_of(agent), timeout=self.timeout) as http:
+            async with http_client(self.config.token_of(agent), timeout=self.timeout, h2c=self.config.h2c_of(name)) as http:
                 card = self.cards.get(name) or await fetch_card(http, url)
                 client = await open_client(http, card, streaming=False)
                 return reply_from_task(name, await client.get_task(GetTaskRequest(id=task_id)))
