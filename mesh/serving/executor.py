@@ -142,18 +142,5 @@ class RunningTasks(AgentExecutor):
         finally:
             self.task_ids.discard(task_id)
 
-    async def _stop_when_gone(self, gone: asyncio.Event, run: _Run, updater: TaskUpdater) -> None:
-        """The client that waited for this task went away (closed, or reset its stream): stop the work."""
-        await gone.wait()
-        if run.work.done():
-            return
-        run.work.cancel()
-        await asyncio.gather(run.work, return_exceptions=True)
-        try:
-            await updater.cancel(updater.new_agent_message([new_text_part(
-                "The client that waited for this answer went away, so the work was stopped.")]))
-        finally:
-            run.canceled.set()
-
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         await self.inner.cancel(context, event_queue)
