@@ -129,7 +129,7 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
     store, close_store = open_task_store(config, name)
     runtime = AgentRuntime(config, name, store)
     try:
-        module = load_agent_module(agent.module, config.base_dir)
+        module = load_agent_module(agent.module_path, config.base_dir)
         settings = module.settings(agent.settings)
         public_card, extended_card = build_cards(config, name, module.card(settings, runtime))
         agent_executor = module.create_executor(settings, runtime)
@@ -143,7 +143,7 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
     except GuardConfigError as exc:  # an invalid guard: section (mesh check reports it with file:line)
         raise ServeError(f"agent {name}: {exc}") from None
     except Exception as exc:  # the agent's own card() or create_executor() failed
-        raise ServeError(f"agent {name}: {agent.module} could not start: {describe_exception(exc)}") from None
+        raise ServeError(f"agent {name}: {agent.module_path} could not start: {describe_exception(exc)}") from None
 
     handler = DefaultRequestHandler(
         agent_executor=executor,
