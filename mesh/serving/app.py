@@ -33,8 +33,9 @@ from mesh.guard.enforcement import guard_for_agent
 from mesh.serving.agents import AgentModuleError, AgentRuntime, load_agent_module
 from mesh.serving.executor import RunningTasks
 from mesh.serving.jsonrpc import create_jsonrpc_route
-from mesh.serving.middleware import BearerAuth, BodyLimit, RequestLog
+from mesh.serving.middleware import Admission, BearerAuth, BodyLimit, RequestLog
 from mesh.serving.store import fail_unfinished_tasks, open_task_store
+from mesh.telemetry.metrics import METRICS_PATH, RequestMetrics, metrics_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -129,13 +130,13 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
     store, close_store = open_task_store(config, name)
     runtime = AgentRuntime(config, name, store)
     try:
-        module = load_agent_module(agent.module, config.base_dir)
+        module = load_agent_module(agent.module_path, config.base_dir)
         settings = module.settings(agent.settings)
         public_card, extended_card = build_cards(config, name, module.card(settings, runtime))
         agent_executor = module.create_executor(settings, runtime)
         # Guard hook: every agent but the guard itself runs behind mesh.yaml's guard policy (mesh/guard.py).
         guarded, guard_client = guard_for_agent(config, name, agent_executor)
-        executor = RunningTasks(guarded)
+        executor = RunningTasks(guarded, name)
     except AgentModuleError as exc:
         raise ServeError(f"agent {name}: {exc}") from None
     except ValidationError as exc:
@@ -143,7 +144,7 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
     except GuardConfigError as exc:  # an invalid guard: section (mesh check reports it with file:line)
         raise ServeError(f"agent {name}: {exc}") from None
     except Exception as exc:  # the agent's own card() or create_executor() failed
-        raise ServeError(f"agent {name}: {agent.module} could not start: {describe_exception(exc)}") from None
+        raise ServeError(f"agent {name}: {agent.module_path} could not start: {describe_exception(exc)}") from None
 
     handler = DefaultRequestHandler(
         agent_executor=executor,
@@ -159,17 +160,19 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
     grace = max(config.server.graceful_timeout - 1.0, 0.5)
     routes = [
         Route(HEALTH_PATH, health, methods=["GET"]),
+        Route(METRICS_PATH, metrics_endpoint, methods=["GET"]),
         *card_routes(public_card, config.server.card_max_age, started),
         create_jsonrpc_route(handler, shutdown_grace_period=grace),
         *create_rest_routes(handler, enable_v0_3_compat=True, shutdown_grace_period=grace),
     ]
-    middleware = [Middleware(RequestLog)]
+    middleware = [Middleware(RequestLog), Middleware(RequestMetrics, server=name)]
     if agent.auth:
         middleware.append(Middleware(
             BearerAuth, token=config.token_of(agent), realm=name,
             public_paths=(CARD_PATH, LEGACY_CARD_PATH, HEALTH_PATH),
         ))
     middleware.append(Middleware(BodyLimit, limit=config.body_limit_of(agent)))
+    middleware.append(Middleware(Admission, limit=config.server.max_concurrent_requests))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
