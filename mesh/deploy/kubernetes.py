@@ -150,8 +150,10 @@ def _placeholders(text: str) -> dict[str, str]:
         data = {}
     database = ((data.get("state") or {}).get("database") or "") if isinstance(data, dict) else ""
     in_database = {m.group(1) for m in ENV_REFERENCE.finditer(str(database))}
-    return {name: ("postgresql://mesh@postgresql/mesh" if name in in_database else f"placeholder-{name.lower()}")
-            for name in referenced_variables(data)}
+    # A variable with a default takes its default (written in the file, not a secret value); the others a
+    # stand-in that passes as a URL or a token.
+    return {name: ("postgresql://mesh@postgresql/mesh" if name in in_database else "http://placeholder.invalid")
+            for name, has_default in referenced_variables(data).items() if not has_default or name in in_database}
 
 
 def _cluster_config(text: str, config: MeshConfig) -> str:
