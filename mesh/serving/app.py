@@ -33,11 +33,11 @@ from mesh.guard.enforcement import guard_for_agent
 from mesh.serving.agents import AgentModuleError, AgentRuntime, load_agent_module
 from mesh.serving.executor import RunningTasks
 from mesh.serving.jsonrpc import create_jsonrpc_route
-from mesh.serving.middleware import BearerAuth, BodyLimit, RequestLog
+from mesh.serving.middleware import Admission, BearerAuth, BodyLimit, RequestLog
 from mesh.serving.numbers import IntegralNumbers
-from mesh.serving.versions import VersionNegotiation
 from mesh.serving.push import open_push
 from mesh.serving.store import fail_unfinished_tasks, open_task_store, table_name
+from mesh.serving.versions import VersionNegotiation
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
     store, close_store = open_task_store(config, name)
     runtime = AgentRuntime(config, name, store)
     try:
-        module = load_agent_module(agent.module, config.base_dir)
+        module = load_agent_module(agent.module_path, config.base_dir)
         settings = module.settings(agent.settings)
         public_card, extended_card = build_cards(config, name, module.card(settings, runtime))
         agent_executor = module.create_executor(settings, runtime)
@@ -161,7 +161,7 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
     except GuardConfigError as exc:  # an invalid guard: section (mesh check reports it with file:line)
         raise ServeError(f"agent {name}: {exc}") from None
     except Exception as exc:  # the agent's own card() or create_executor() failed
-        raise ServeError(f"agent {name}: {agent.module} could not start: {describe_exception(exc)}") from None
+        raise ServeError(f"agent {name}: {agent.module_path} could not start: {describe_exception(exc)}") from None
 
     push = config.server.push
     push_store = push_sender = push_validator = close_push = None
@@ -206,6 +206,7 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
             public_paths=(CARD_PATH, LEGACY_CARD_PATH, HEALTH_PATH),
         ))
     middleware.append(Middleware(BodyLimit, limit=config.body_limit_of(agent)))
+    middleware.append(Middleware(Admission, limit=config.server.max_concurrent_requests))
     middleware.append(Middleware(VersionNegotiation))
     middleware.append(Middleware(IntegralNumbers))
 

@@ -19,6 +19,8 @@ from a2a.server.events import EventQueue
 from a2a.server.tasks import TaskUpdater
 from a2a.types import TaskState
 
+from mesh.serving.middleware import CLIENT_GONE
+
 log = logging.getLogger(__name__)
 
 
@@ -47,6 +49,8 @@ class TaskAgent(AgentExecutor):
         await updater.start_work()
         run = _Run(asyncio.ensure_future(self.work(context, updater)))
         self._running[task.id] = run
+        gone = CLIENT_GONE.get()
+        watcher = asyncio.ensure_future(self._stop_when_gone(gone, run, updater)) if gone is not None else None
         try:
             await run.work
         except asyncio.CancelledError:
@@ -68,8 +72,23 @@ class TaskAgent(AgentExecutor):
             return
         finally:
             self._running.pop(task.id, None)
+            if watcher is not None:
+                watcher.cancel()
         if not updater.ended:
             await updater.complete()
+
+    async def _stop_when_gone(self, gone: asyncio.Event, run: _Run, updater: TaskUpdater) -> None:
+        """The client that waited for this task went away (closed, or reset its stream): stop the work."""
+        await gone.wait()
+        if run.work.done():
+            return
+        run.work.cancel()
+        await asyncio.gather(run.work, return_exceptions=True)
+        try:
+            await updater.cancel(updater.new_agent_message([new_text_part(
+                "The client that waited for this answer went away, so the work was stopped.")]))
+        finally:
+            run.canceled.set()
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         run = self._running.get(context.task_id or "")
