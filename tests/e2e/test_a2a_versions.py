@@ -3,6 +3,7 @@ the card each version reads, ?A2A-Version=, unsupported versions, 0.3 names unde
 CORS (off by default) and GET /v1/tasks."""
 
 import json
+import re
 
 import httpx
 import pytest
@@ -87,7 +88,7 @@ def test_integers_stay_integers(agents, http):
     data = {"n": 42, "neg": -7, "half": 1.5, "nested": [1, {"k": 2}], "big": 2**53 + 1}
     answer = http.post(agents["plain"] + "/", json=send_10(data), headers={"A2A-Version": "1.0"})
     echoed = answer.json()["result"]["task"]["artifacts"][0]["parts"][0]["data"]
-    assert '"n":42,' in answer.text.replace(" ", "")
+    assert re.search(r'"n":42[,}]', answer.text.replace(" ", "")), answer.text
     assert echoed["n"] == 42 and isinstance(echoed["n"], int) and echoed["nested"] == [1, {"k": 2}]
     assert echoed["half"] == 1.5
     assert echoed["big"] == float(2**53)  # past 2^53 a double cannot hold it: the nearest double, as a float
