@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     command("check", cmd_check, "validate mesh.yaml and import every agent module, without starting anything")
     sub = command("ls", cmd_ls, "list agents, tools and graphs with their URLs and whether they answer")
     sub.add_argument("--json", action="store_true", help="print JSON")
+    sub.add_argument("--prometheus", action="store_true",
+                     help="print a Prometheus scrape config for every /metrics of the mesh")
     sub = command("card", cmd_card, "show an agent's card (by name or URL)")
     sub.add_argument("agent")
     sub.add_argument("--extended", action="store_true", help="the authenticated extended card")

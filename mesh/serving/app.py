@@ -38,6 +38,7 @@ from mesh.serving.numbers import IntegralNumbers
 from mesh.serving.push import open_push
 from mesh.serving.store import fail_unfinished_tasks, open_task_store, table_name
 from mesh.serving.versions import VersionNegotiation
+from mesh.telemetry.metrics import METRICS_PATH, RequestMetrics, metrics_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
         agent_executor = module.create_executor(settings, runtime)
         # Guard hook: every agent but the guard itself runs behind mesh.yaml's guard policy (mesh/guard.py).
         guarded, guard_client = guard_for_agent(config, name, agent_executor)
-        executor = RunningTasks(guarded)
+        executor = RunningTasks(guarded, name)
     except AgentModuleError as exc:
         raise ServeError(f"agent {name}: {exc}") from None
     except ValidationError as exc:
@@ -188,11 +189,12 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
     grace = max(config.server.graceful_timeout - 1.0, 0.5)
     routes = [
         Route(HEALTH_PATH, health, methods=["GET"]),
+        Route(METRICS_PATH, metrics_endpoint, methods=["GET"]),
         *card_routes(public_card, config.server.card_max_age, started),
         create_jsonrpc_route(handler, shutdown_grace_period=grace),
         *create_rest_routes(handler, enable_v0_3_compat=True, shutdown_grace_period=grace),
     ]
-    middleware = [Middleware(RequestLog)]
+    middleware = [Middleware(RequestLog), Middleware(RequestMetrics, server=name)]
     if config.server.cors is not None:  # off by default; before auth so that preflights are answered
         from starlette.middleware.cors import CORSMiddleware
 
