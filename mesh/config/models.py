@@ -13,6 +13,7 @@ from pydantic import (
     ByteSize,
     ConfigDict,
     Field,
+    IPvAnyNetwork,
     PrivateAttr,
     ValidationError,
     field_validator,
@@ -83,6 +84,28 @@ class TlsConfig(Strict):
     key: Path
 
 
+class CorsConfig(Strict):
+    """CORS for browser clients (Starlette's CORSMiddleware); off unless ``server.cors`` is given."""
+
+    allow_origins: list[str] = Field(min_length=1)
+    allow_methods: list[str] = ["GET", "POST", "OPTIONS"]
+    allow_headers: list[str] = ["Authorization", "Content-Type", "A2A-Version", "A2A-Extensions"]
+    allow_credentials: bool = False
+    expose_headers: list[str] = []
+    max_age: int = Field(600, ge=0)
+
+
+class PushConfig(Strict):
+    """Push notifications (webhooks) of every agent: on by default; where webhooks may point and how delivery retries."""
+
+    enabled: bool = True
+    # private/loopback networks webhooks may point at anyway (by default only public addresses)
+    allowed_networks: list[IPvAnyNetwork] = []
+    retries: int = Field(3, ge=0, le=10)
+    backoff_seconds: float = Field(0.5, gt=0, le=60)
+    timeout_seconds: float = Field(10.0, gt=0, le=120)
+
+
 class ServerConfig(Strict):
     """Serving defaults shared by every agent (each agent may override host and body limit)."""
 
@@ -99,6 +122,8 @@ class ServerConfig(Strict):
     # answered on the endpoint; listing "0.3" adds the 0.3 card fields (url,
     # protocolVersion...) that 0.3 clients need, which a strict 1.0 schema refuses.
     card_versions: list[Literal["1.0", "0.3"]] = Field(["1.0", "0.3"], min_length=1)
+    cors: CorsConfig | None = None
+    push: PushConfig = PushConfig()
     # Hostile traffic (README: Reliability): requests at work at once per agent process (503 beyond),
     # HTTP/2 streams open at once per connection, and stream resets a client may make per
     # connection within reset_window_s before it is sent GOAWAY ENHANCE_YOUR_CALM.
