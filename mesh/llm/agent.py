@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 
 ANSWER = "answer"
 HISTORY_TASKS = 20  # earlier tasks of a context replayed to the model
+STREAM_INTERVAL = 0.05  # seconds between streamed chunks of an answer
 
 
 def _entry(runtime: AgentRuntime):
@@ -135,10 +137,21 @@ class LLMAgent(TaskAgent):
         """One model round trip, its text streamed as chunks of an ``answer`` artifact."""
         artifact_id = f"answer-{uuid.uuid4().hex[:12]}"
         sent = False
+        pending: list[str] = []
+        last = 0.0
 
         async def on_text(piece: str) -> None:
-            nonlocal sent
-            await task.add_artifact([new_text_part(piece)], artifact_id=artifact_id, name=ANSWER, append=sent,
+            # Pieces go out at most every STREAM_INTERVAL (the first at once): one event per token would
+            # cost a task-store write and a guard window each; the last chunk carries the whole text anyway.
+            nonlocal sent, last
+            pending.append(piece)
+            now = time.monotonic()
+            if sent and now - last < STREAM_INTERVAL:
+                return
+            text = "".join(pending)
+            pending.clear()
+            last = now
+            await task.add_artifact([new_text_part(text)], artifact_id=artifact_id, name=ANSWER, append=sent,
                                     last_chunk=False, metadata=None if sent else {"round": round_ + 1})
             sent = True
 

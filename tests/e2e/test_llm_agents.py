@@ -74,7 +74,8 @@ def test_the_card_comes_from_the_entry(mesh):
 
 def test_tokens_stream_as_chunks_and_usage_lands_in_the_metadata(mesh, models):
     openai, _ = models
-    openai.script = [say("Paris is the capital of France.", chunks=5, prompt_tokens=40, completion_tokens=8, cost=0.0021)]
+    openai.script = [say("Paris is the capital of France.", chunks=5, prompt_tokens=40, completion_tokens=8, cost=0.0021,
+                         delay=0.08)]
     sent_before = len(openai.requests)
     events = a2a_stream(url(mesh, "writer"), "capital of France?")
     assert final(events)["state"] == "completed"
