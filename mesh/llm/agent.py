@@ -138,15 +138,16 @@ class LLMAgent(TaskAgent):
         artifact_id = f"answer-{uuid.uuid4().hex[:12]}"
         sent = False
         pending: list[str] = []
-        last = 0.0
+        last = time.monotonic()
 
         async def on_text(piece: str) -> None:
-            # Pieces go out at most every STREAM_INTERVAL (the first at once): one event per token would
-            # cost a task-store write and a guard window each; the last chunk carries the whole text anyway.
+            # Pieces go out at most every STREAM_INTERVAL: one event per token would cost a task-store
+            # write and a guard window each, and an answer complete within the interval is one event
+            # (the last chunk, which carries the whole text anyway).
             nonlocal sent, last
             pending.append(piece)
             now = time.monotonic()
-            if sent and now - last < STREAM_INTERVAL:
+            if now - last < STREAM_INTERVAL:
                 return
             text = "".join(pending)
             pending.clear()

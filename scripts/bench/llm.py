@@ -11,7 +11,11 @@ process:
 
 What the LLM agent adds per model round trip = llm - echo - direct
 (medians); the guard is off, as the goal excludes it. Rounds alternate
-between the three so drift hits all alike.
+between the three so drift hits all alike. On a loaded machine wall time
+mostly measures the scheduler (three processes share the cores), so CPU time
+per request is reported too, read from /proc for the agent processes and from
+this process for the direct client: CPU added = llm agent - echo agent -
+direct client.
 
     .venv/bin/python scripts/bench/llm.py             # about 30 s
     .venv/bin/python scripts/bench/llm.py --quick
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
@@ -32,11 +37,39 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # benchmarks import the tests' helpers
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def serving_pid(port: int) -> int:
+    """The pid of the `mesh serve` process listening on ``port`` (found by its listening socket's inode)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                    inodes.add(fields[9])
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                if os.readlink(f"/proc/{pid}/fd/{fd}").removeprefix("socket:[").rstrip("]") in inodes:
+                    return int(pid)
+        except OSError:
+            continue
+    raise RuntimeError(f"no process listens on port {port}")
+
+
 async def measure(model_url: str, ports: list[int], rounds: int, per_round: int) -> dict[str, list[float]]:
     import httpx
     from openai import AsyncOpenAI
 
     timings: dict[str, list[float]] = {"direct": [], "echo": [], "llm": []}
+    cpu = {"direct": 0.0, "echo": 0.0, "llm": 0.0}
+    pids = {"echo": serving_pid(ports[0]), "llm": serving_pid(ports[1])}
     direct = AsyncOpenAI(base_url=model_url, api_key="none", max_retries=0)
 
     async def call_direct() -> None:
@@ -63,11 +96,14 @@ async def measure(model_url: str, ports: list[int], rounds: int, per_round: int)
                 await call()
         for _ in range(rounds):
             for name, call in calls.items():
+                used = time.process_time() if name == "direct" else cpu_seconds(pids[name])
                 for _ in range(per_round):
                     started = time.perf_counter()
                     await call()
                     timings[name].append((time.perf_counter() - started) * 1000)
+                cpu[name] += (time.process_time() if name == "direct" else cpu_seconds(pids[name])) - used
     await direct.close()
+    timings["cpu"] = [cpu[name] * 1000 / (rounds * per_round) for name in ("direct", "echo", "llm")]
     return timings
 
 
@@ -99,15 +135,18 @@ def main() -> None:
     finally:
         model.stdin.close()
         model.wait(10)
+    cpu = dict(zip(("direct", "echo", "llm"), timings.pop("cpu"), strict=True))
     medians = {name: statistics.median(values) for name, values in timings.items()}
     p90 = {name: statistics.quantiles(values, n=10)[-1] for name, values in timings.items()}
-    print(f"{'path':<48} {'median ms':>10} {'p90 ms':>8}")
+    print(f"{'path':<48} {'median ms':>10} {'p90 ms':>8} {'CPU ms/req':>11}")
     for name, label in (("direct", "model server directly (openai client, 20 tokens)"),
                         ("echo", "A2A message/send to the echo agent"),
                         ("llm", "A2A message/send to the LLM agent (1 round trip)")):
-        print(f"{label:<48} {medians[name]:>10.2f} {p90[name]:>8.2f}")
+        print(f"{label:<48} {medians[name]:>10.2f} {p90[name]:>8.2f} {cpu[name]:>11.2f}")
     added = medians["llm"] - medians["echo"] - medians["direct"]
-    print(f"added by the LLM agent per model round trip (llm - echo - direct): {added:.2f} ms (goal <= 3 ms)")
+    print(f"added by the LLM agent per model round trip, wall (llm - echo - direct): {added:.2f} ms (goal <= 3 ms)")
+    print(f"added by the LLM agent per model round trip, CPU (llm agent - echo agent - direct client): "
+          f"{cpu['llm'] - cpu['echo'] - cpu['direct']:.2f} ms; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":
