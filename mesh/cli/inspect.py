@@ -13,6 +13,8 @@ from mesh.cli.common import call_agent, config_of, target_of
 from mesh.client.errors import transport_error, transport_reason
 from mesh.config import MeshConfig
 from mesh.errors import CliError
+from mesh.telemetry.scrape import metrics_url
+from mesh.tools.http import MCP_PATH
 
 # -- ls / card ----------------------------------------------------------------------------------
 
@@ -26,10 +28,18 @@ def cmd_ls(args: argparse.Namespace) -> int:
     async def probe():
         return await asyncio.gather(_probe_agents(config), guard_status(config), probe_tools(config))
 
+    if getattr(args, "prometheus", False):
+        from mesh.telemetry.scrape import scrape_config
+
+        print(scrape_config(config), end="")
+        return 0
     rows, status, tools = asyncio.run(probe())
     guard = guard_column(config, [r["name"] for r in rows], status)
     for row in rows:
         row["guard"] = guard[row["name"]]
+        row["metrics"] = metrics_url(row["url"]) if row["kind"] == "local" else None
+    for tool in tools:
+        tool["metrics"] = metrics_url(tool["url"].removesuffix(MCP_PATH)) if tool["url"] else None
     listing = {"mesh": config.name, "config": str(config.path), "agents": rows, "guard": status, "tools": tools,
                "graphs": [{"name": n, "description": g.description, "vertices": [v.id for v in g.vertices],
                            "coordinator": config.coordinator_name()} for n, g in config.graphs.items()]}

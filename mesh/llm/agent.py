@@ -44,6 +44,7 @@ from mesh.llm.providers import ModelError, Provider, Reply, ToolCall, make_provi
 from mesh.llm.toolbox import Target, Toolbox, ToolFailure
 from mesh.serving.agents import AgentRuntime
 from mesh.serving.executor import AgentFailure, TaskAgent
+from mesh.telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,8 @@ class LLMAgent(TaskAgent):
             sent = True
 
         reply = await self.provider.chat(messages, tools, on_text)
+        metrics.record_model_tokens(self.provider.name, self.provider.settings.model, reply.prompt_tokens,
+                                    reply.completion_tokens)
         usage["model_calls"] += 1
         usage["prompt_tokens"] += reply.prompt_tokens
         usage["completion_tokens"] += reply.completion_tokens

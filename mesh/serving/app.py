@@ -34,7 +34,11 @@ from mesh.serving.agents import AgentModuleError, AgentRuntime, load_agent_modul
 from mesh.serving.executor import RunningTasks
 from mesh.serving.jsonrpc import create_jsonrpc_route
 from mesh.serving.middleware import Admission, BearerAuth, BodyLimit, RequestLog
-from mesh.serving.store import fail_unfinished_tasks, open_task_store
+from mesh.serving.numbers import IntegralNumbers
+from mesh.serving.push import open_push
+from mesh.serving.store import fail_unfinished_tasks, open_task_store, table_name
+from mesh.serving.versions import VersionNegotiation
+from mesh.telemetry.metrics import METRICS_PATH, RequestMetrics, metrics_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -89,15 +93,30 @@ def build_cards(config: MeshConfig, name: str, card: AgentCard) -> tuple[AgentCa
 
 
 def card_routes(card: AgentCard, max_age: int, built_at: float) -> list[Route]:
-    """The card at the well-known path and the legacy one, with Cache-Control, ETag and Last-Modified."""
+    """The card at the well-known path and the legacy one, with Cache-Control, ETag and Last-Modified.
+
+    The card each client can read: a request saying ``A2A-Version: 1.x`` (header, or the
+    ``?A2A-Version=`` query parameter) gets the 1.0 card (1.0 interfaces only, valid against the
+    1.0 schema); any other (0.3, or no version: the spec reads a missing version as 0.3) gets the
+    card with the 0.3 fields (``url``, ``protocolVersion``, ...) that 0.3 clients require.
+    """
     last_modified = formatdate(built_at, usegmt=True)
+    v10 = AgentCard()
+    v10.CopyFrom(card)
+    interfaces = [i for i in card.supported_interfaces if i.protocol_version.startswith("1.")]
+    if interfaces:
+        del v10.supported_interfaces[:]
+        v10.supported_interfaces.extend(interfaces)
     routes = []
     for path in (CARD_PATH, LEGACY_CARD_PATH):
         (route,) = create_agent_card_routes(card, card_url=path, cache_control=f"public, max-age={max_age}")
+        (route10,) = create_agent_card_routes(v10, card_url=path, cache_control=f"public, max-age={max_age}")
 
-        async def endpoint(request: Request, sdk_endpoint=route.endpoint):
-            response = await sdk_endpoint(request)
+        async def endpoint(request: Request, sdk_endpoint=route.endpoint, sdk_endpoint10=route10.endpoint):
+            version = request.headers.get("a2a-version", "")  # the query parameter is copied here (versions.py)
+            response = await (sdk_endpoint10 if version.strip().startswith("1.") else sdk_endpoint)(request)
             response.headers["Last-Modified"] = last_modified
+            response.headers["Vary"] = "A2A-Version"
             return response
 
         routes.append(Route(path, endpoint, methods=["GET"]))
@@ -135,7 +154,7 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
         agent_executor = module.create_executor(settings, runtime)
         # Guard hook: every agent but the guard itself runs behind mesh.yaml's guard policy (mesh/guard.py).
         guarded, guard_client = guard_for_agent(config, name, agent_executor)
-        executor = RunningTasks(guarded)
+        executor = RunningTasks(guarded, name)
     except AgentModuleError as exc:
         raise ServeError(f"agent {name}: {exc}") from None
     except ValidationError as exc:
@@ -145,11 +164,22 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
     except Exception as exc:  # the agent's own card() or create_executor() failed
         raise ServeError(f"agent {name}: {agent.module_path} could not start: {describe_exception(exc)}") from None
 
+    push = config.server.push
+    push_store = push_sender = push_validator = close_push = None
+    if push.enabled:
+        push_store, push_sender, push_validator, close_push = open_push(
+            store.engine, table_name(name), push.allowed_networks, push.retries, push.backoff_seconds, push.timeout_seconds)
+        public_card.capabilities.push_notifications = True
+        if extended_card is not None:
+            extended_card.capabilities.push_notifications = True
     handler = DefaultRequestHandler(
         agent_executor=executor,
         task_store=store,
         agent_card=public_card,
         extended_agent_card=extended_card,
+        push_config_store=push_store,
+        push_sender=push_sender,
+        push_url_validator=push_validator,
     )
     started = time.time()
 
@@ -159,11 +189,19 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
     grace = max(config.server.graceful_timeout - 1.0, 0.5)
     routes = [
         Route(HEALTH_PATH, health, methods=["GET"]),
+        Route(METRICS_PATH, metrics_endpoint, methods=["GET"]),
         *card_routes(public_card, config.server.card_max_age, started),
         create_jsonrpc_route(handler, shutdown_grace_period=grace),
         *create_rest_routes(handler, enable_v0_3_compat=True, shutdown_grace_period=grace),
     ]
-    middleware = [Middleware(RequestLog)]
+    middleware = [Middleware(RequestLog), Middleware(RequestMetrics, server=name)]
+    if config.server.cors is not None:  # off by default; before auth so that preflights are answered
+        from starlette.middleware.cors import CORSMiddleware
+
+        cors = config.server.cors
+        middleware.append(Middleware(CORSMiddleware, allow_origins=cors.allow_origins, allow_methods=cors.allow_methods,
+                                     allow_headers=cors.allow_headers, allow_credentials=cors.allow_credentials,
+                                     expose_headers=cors.expose_headers, max_age=cors.max_age))
     if agent.auth:
         middleware.append(Middleware(
             BearerAuth, token=config.token_of(agent), realm=name,
@@ -171,6 +209,8 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
         ))
     middleware.append(Middleware(BodyLimit, limit=config.body_limit_of(agent)))
     middleware.append(Middleware(Admission, limit=config.server.max_concurrent_requests))
+    middleware.append(Middleware(VersionNegotiation))
+    middleware.append(Middleware(IntegralNumbers))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
@@ -191,6 +231,8 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
                 await agent_executor.stop()
             running = set() if getattr(agent_executor, "resumes_tasks", False) else set(executor.task_ids)
             await handler.aclose()
+            if close_push is not None:
+                await close_push()
             stopped = await fail_unfinished_tasks(store, INTERRUPTED_BY_SHUTDOWN, only=running)
             if stopped:
                 log.warning("agent %s: %d tasks were still running at shutdown and are marked failed", name, len(stopped))
