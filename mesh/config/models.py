@@ -136,6 +136,21 @@ class ServerConfig(Strict):
 LLM_AGENT_MODULE = "mesh.llm.agent"
 
 
+Quantity = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")]
+
+
+class ResourceAmounts(Strict):
+    cpu: Quantity | None = None
+    memory: Quantity | None = None
+
+
+class ResourcesConfig(Strict):
+    """Kubernetes requests and limits of one agent's or tool's pods (``mesh deploy kubernetes``)."""
+
+    requests: ResourceAmounts = ResourceAmounts(cpu="100m", memory="256Mi")
+    limits: ResourceAmounts = ResourceAmounts(memory="1Gi")
+
+
 class AgentConfig(Strict):
     """One agent: a local module, a declarative LLM agent (``llm:``) served by the mesh, or an external A2A agent by URL."""
 
@@ -161,6 +176,9 @@ class AgentConfig(Strict):
     # Whether clients may open h2c (HTTP/2 over plain TCP, "prior knowledge") to this agent. None:
     # yes for local agents (hypercorn speaks it), no for external ones (HTTP/1.1, or ALPN over TLS).
     h2c: bool | None = None
+    # Processes of this agent behind one Service (`mesh deploy kubernetes`); they share state.database.
+    replicas: int = Field(1, ge=1, le=64)
+    resources: ResourcesConfig = ResourcesConfig()
 
     @model_validator(mode="after")
     def _local_or_external(self) -> AgentConfig:
@@ -180,6 +198,8 @@ class AgentConfig(Strict):
             for key in ("host", "port", "grpc_port", "public_url", "tls", "max_body_bytes"):
                 if getattr(self, key) is not None:
                     raise KeyError_(key, f"'{key}' is for local agents; an external agent has 'url' instead")
+            if self.replicas != 1:
+                raise KeyError_("replicas", "'replicas' is for local agents; an external agent is one URL")
             if not self.url.startswith(("http://", "https://")):
                 raise KeyError_("url", "must start with http:// or https://")
         return self
@@ -204,6 +224,7 @@ class ToolConfig(Strict):
     public_url: str | None = None
     auth: AuthConfig | None = None
     settings: dict[str, Any] = {}
+    resources: ResourcesConfig = ResourcesConfig()
 
     @model_validator(mode="after")
     def _port_for_http(self) -> ToolConfig:
