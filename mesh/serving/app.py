@@ -6,6 +6,7 @@ import contextlib
 import logging
 import time
 from email.utils import formatdate
+from urllib.parse import urlsplit
 
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.routes import create_agent_card_routes, create_rest_routes
@@ -75,6 +76,11 @@ def build_cards(config: MeshConfig, name: str, card: AgentCard) -> tuple[AgentCa
     for version in config.server.card_versions:
         for binding in BINDINGS:
             card.supported_interfaces.append(AgentInterface(url=url, protocol_binding=binding, protocol_version=version))
+    if agent.grpc_port:
+        host = urlsplit(url).hostname or "127.0.0.1"
+        host = f"[{host}]" if ":" in host else host
+        card.supported_interfaces.append(AgentInterface(url=f"{host}:{agent.grpc_port}", protocol_binding="GRPC",
+                                                        protocol_version="1.0"))
     if not agent.auth:
         card.capabilities.extended_agent_card = False
         return card, None
@@ -129,7 +135,8 @@ def protocols_of(config: MeshConfig, name: str) -> list[str]:
     if not agent.is_local:
         return ["see its card"]
     transports = ["h2+TLS", "http/1.1+TLS"] if agent.tls else ["http/1.1", "h2c"]
-    return [*transports, "JSON-RPC 1.0+0.3", "REST"]
+    grpc = [f"gRPC :{agent.grpc_port}"] if agent.grpc_port else []
+    return [*transports, "JSON-RPC 1.0+0.3", "REST", *grpc]
 
 
 def _skill(skill: SkillConfig) -> AgentSkill:
@@ -223,10 +230,20 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
                 log.warning("agent %s: marked %d unfinished tasks of a previous run as failed", name, len(stale))
         if hasattr(agent_executor, "start"):
             await agent_executor.start()
+        grpc_server = None
+        if agent.grpc_port:
+            from mesh.serving.grpc import start_grpc
+
+            tls = ((config.base_dir / agent.tls.cert).read_bytes(), (config.base_dir / agent.tls.key).read_bytes()) \
+                if agent.tls else None
+            grpc_server = await start_grpc(handler, config.host_of(agent), agent.grpc_port, config.token_of(agent), tls)
+            log.info("agent %s: A2A gRPC on port %d", name, agent.grpc_port)
         log.info("agent %s ready at %s (%s)", name, config.url_of(name), ", ".join(protocols_of(config, name)))
         try:
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(grace)
             if hasattr(agent_executor, "stop"):
                 await agent_executor.stop()
             running = set() if getattr(agent_executor, "resumes_tasks", False) else set(executor.task_ids)
