@@ -36,6 +36,7 @@ from mesh.serving.jsonrpc import create_jsonrpc_route
 from mesh.serving.middleware import Admission, BearerAuth, BodyLimit, RequestLog
 from mesh.serving.store import fail_unfinished_tasks, open_task_store
 from mesh.telemetry.metrics import METRICS_PATH, RequestMetrics, metrics_endpoint
+from mesh.telemetry.tracing import TraceRequests
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
         create_jsonrpc_route(handler, shutdown_grace_period=grace),
         *create_rest_routes(handler, enable_v0_3_compat=True, shutdown_grace_period=grace),
     ]
-    middleware = [Middleware(RequestLog), Middleware(RequestMetrics, server=name)]
+    middleware = [Middleware(RequestLog), Middleware(RequestMetrics, server=name), Middleware(TraceRequests, server=name)]
     if agent.auth:
         middleware.append(Middleware(
             BearerAuth, token=config.token_of(agent), realm=name,
