@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 
+from mesh.cli.deploy import register as register_deploy
 from mesh.cli.graph import register as register_graphs
 from mesh.cli.guard import register as register_guard
 from mesh.cli.inspect import cmd_card, cmd_ls
@@ -85,4 +86,5 @@ def build_parser() -> argparse.ArgumentParser:
     register_graphs(commands, common)
     register_guard(commands, common)
     register_mcp_config(commands, common)
+    register_deploy(commands, common)
     return parser

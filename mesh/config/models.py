@@ -13,6 +13,7 @@ from pydantic import (
     ByteSize,
     ConfigDict,
     Field,
+    IPvAnyNetwork,
     PrivateAttr,
     ValidationError,
     field_validator,
@@ -83,6 +84,28 @@ class TlsConfig(Strict):
     key: Path
 
 
+class CorsConfig(Strict):
+    """CORS for browser clients (Starlette's CORSMiddleware); off unless ``server.cors`` is given."""
+
+    allow_origins: list[str] = Field(min_length=1)
+    allow_methods: list[str] = ["GET", "POST", "OPTIONS"]
+    allow_headers: list[str] = ["Authorization", "Content-Type", "A2A-Version", "A2A-Extensions"]
+    allow_credentials: bool = False
+    expose_headers: list[str] = []
+    max_age: int = Field(600, ge=0)
+
+
+class PushConfig(Strict):
+    """Push notifications (webhooks) of every agent: on by default; where webhooks may point and how delivery retries."""
+
+    enabled: bool = True
+    # private/loopback networks webhooks may point at anyway (by default only public addresses)
+    allowed_networks: list[IPvAnyNetwork] = []
+    retries: int = Field(3, ge=0, le=10)
+    backoff_seconds: float = Field(0.5, gt=0, le=60)
+    timeout_seconds: float = Field(10.0, gt=0, le=120)
+
+
 class ServerConfig(Strict):
     """Serving defaults shared by every agent (each agent may override host and body limit)."""
 
@@ -99,6 +122,8 @@ class ServerConfig(Strict):
     # answered on the endpoint; listing "0.3" adds the 0.3 card fields (url,
     # protocolVersion...) that 0.3 clients need, which a strict 1.0 schema refuses.
     card_versions: list[Literal["1.0", "0.3"]] = Field(["1.0", "0.3"], min_length=1)
+    cors: CorsConfig | None = None
+    push: PushConfig = PushConfig()
     # Hostile traffic (README: Reliability): requests at work at once per agent process (503 beyond),
     # HTTP/2 streams open at once per connection, and stream resets a client may make per
     # connection within reset_window_s before it is sent GOAWAY ENHANCE_YOUR_CALM.
@@ -109,6 +134,21 @@ class ServerConfig(Strict):
 
 
 LLM_AGENT_MODULE = "mesh.llm.agent"
+
+
+Quantity = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")]
+
+
+class ResourceAmounts(Strict):
+    cpu: Quantity | None = None
+    memory: Quantity | None = None
+
+
+class ResourcesConfig(Strict):
+    """Kubernetes requests and limits of one agent's or tool's pods (``mesh deploy kubernetes``)."""
+
+    requests: ResourceAmounts = ResourceAmounts(cpu="100m", memory="256Mi")
+    limits: ResourceAmounts = ResourceAmounts(memory="1Gi")
 
 
 class AgentConfig(Strict):
@@ -124,6 +164,8 @@ class AgentConfig(Strict):
     url: str | None = None
     host: str | None = None
     port: Port | None = None
+    # the A2A gRPC binding on a port of its own (hypercorn cannot serve gRPC beside the app); off if unset
+    grpc_port: Port | None = None
     public_url: str | None = None
     card: CardConfig = CardConfig()
     auth: AuthConfig | None = None
@@ -134,6 +176,9 @@ class AgentConfig(Strict):
     # Whether clients may open h2c (HTTP/2 over plain TCP, "prior knowledge") to this agent. None:
     # yes for local agents (hypercorn speaks it), no for external ones (HTTP/1.1, or ALPN over TLS).
     h2c: bool | None = None
+    # Processes of this agent behind one Service (`mesh deploy kubernetes`); they share state.database.
+    replicas: int = Field(1, ge=1, le=64)
+    resources: ResourcesConfig = ResourcesConfig()
 
     @model_validator(mode="after")
     def _local_or_external(self) -> AgentConfig:
@@ -150,9 +195,11 @@ class AgentConfig(Strict):
         if self.is_local and self.port is None:
             raise ValueError("a local agent needs a 'port'")
         if self.url is not None:
-            for key in ("host", "port", "public_url", "tls", "max_body_bytes"):
+            for key in ("host", "port", "grpc_port", "public_url", "tls", "max_body_bytes"):
                 if getattr(self, key) is not None:
                     raise KeyError_(key, f"'{key}' is for local agents; an external agent has 'url' instead")
+            if self.replicas != 1:
+                raise KeyError_("replicas", "'replicas' is for local agents; an external agent is one URL")
             if not self.url.startswith(("http://", "https://")):
                 raise KeyError_("url", "must start with http:// or https://")
         return self
@@ -177,6 +224,7 @@ class ToolConfig(Strict):
     public_url: str | None = None
     auth: AuthConfig | None = None
     settings: dict[str, Any] = {}
+    resources: ResourcesConfig = ResourcesConfig()
 
     @model_validator(mode="after")
     def _port_for_http(self) -> ToolConfig:

@@ -59,7 +59,7 @@ from opentelemetry.trace import SpanKind
 from mesh.client import Target, fetch_card, http_client, open_client, resolve_target
 from mesh.client.connect import known_h2c
 from mesh.client.exchange import FAILED_STATES, exchange
-from mesh.client.parts import state_name
+from mesh.client.parts import plain_numbers, state_name
 from mesh.config import MeshConfig
 from mesh.graphs.vertices import (
     A2AVertex,
@@ -213,7 +213,7 @@ def reply_result(reply: Task | Message, size: int, trusted: bool = False) -> Ver
             text = "\n".join(texts)  # the last artifact with text wins: earlier ones are steps towards it
         for part in parts:
             if part.WhichOneof("content") == "data":
-                value = MessageToDict(part.data)
+                value = plain_numbers(MessageToDict(part.data))
                 if trusted and isinstance(value, dict) and isinstance(value.get(CONTROL_KEY), dict):
                     control = value[CONTROL_KEY]
                 else:
