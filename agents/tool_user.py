@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mesh.guard.enforcement import check_tool_result
 from mesh.serving.agents import AgentRuntime
 from mesh.serving.executor import AgentFailure, TaskAgent
+from mesh.telemetry import metrics
 from mesh.tools.connections import ToolConnections
 
 
@@ -244,12 +245,15 @@ class ToolUser(TaskAgent):
             client = await self._connections.get(call.tool)
             result = await asyncio.wait_for(client.call_tool(call.name, call.arguments), self.settings.call_timeout_s)
         except TimeoutError:
+            metrics.record_tool_call(qualified, "timeout")
             raise AgentFailure(f"{qualified} did not answer within {self.settings.call_timeout_s:g}s") from None
         except AgentFailure:
             raise
         except Exception as exc:
+            metrics.record_tool_call(qualified, "failed")
             await self._connections.discard(call.tool)  # a broken connection is opened again next time
             raise AgentFailure(f"calling {qualified} failed: {type(exc).__name__}: {exc}") from None
+        metrics.record_tool_call(qualified, "error" if result.is_error else "ok")
         text = result_text(result)
         await check_tool_result(text, tool=qualified)  # the guard's injection check; a no-op without a guard policy
         parts = [new_text_part(text)]
@@ -289,6 +293,7 @@ class ToolUser(TaskAgent):
                 raise AgentFailure(f"Ollama ({ollama.host}, model {ollama.model}): {exc.error}") from None
             except ConnectionError:
                 raise AgentFailure(f"Ollama is not answering at {ollama.host}") from None
+            metrics.record_model_tokens("ollama", ollama.model, response.prompt_eval_count, response.eval_count)
             message = response.message
             messages.append(message)
             if not message.tool_calls:

@@ -15,7 +15,6 @@ fetch, redirects included, must finish within ``timeout_s``.
 import asyncio
 import ipaddress
 import re
-import socket
 from typing import Annotated
 
 import httpx
@@ -25,6 +24,7 @@ from mcp_types import ToolAnnotations
 from pydantic import BaseModel, ByteSize, Field, IPvAnyNetwork, field_validator
 
 from mcp_tools._common import ToolSettings, add_tool
+from mesh.client.addresses import AddressRefused, address_allowed, resolve_allowed
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 HOST_PATTERN = re.compile(r"^(?P<host>\[[0-9a-f:.]+\]|(?:\*\.)?[a-z0-9_.-]+)(?::(?P<port>\d{1,5}))?$")
@@ -98,26 +98,14 @@ class Fetcher:
         return host, port
 
     def address_allowed(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
-        if address.is_global and not address.is_multicast:
-            return True
-        return any(address in network for network in self.settings.allowed_networks)
+        return address_allowed(address, self.settings.allowed_networks)
 
     async def resolve(self, host: str, port: int) -> str:
         """The address to connect to: every address of ``host`` must be allowed, and the first is used."""
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            raise FetchRefused(f"cannot resolve {host}: {exc.strerror}") from None
-        addresses = list(dict.fromkeys(info[4][0] for info in infos))
-        for text in addresses:
-            address = ipaddress.ip_address(text.split("%")[0])
-            if not self.address_allowed(address):
-                kind = _kind(address)
-                raise FetchRefused(f"{host} resolves to {text}, a {kind} address: refused (allow its network "
-                                   "in allowed_networks if this is intended)")
-        return addresses[0]
+            return await resolve_allowed(host, port, self.settings.allowed_networks)
+        except AddressRefused as exc:
+            raise FetchRefused(str(exc)) from None
 
     async def fetch(self, url_text: str, max_bytes: int | None) -> FetchResult:
         limit = min(max_bytes or int(self.settings.max_bytes), int(self.settings.max_bytes))
@@ -187,13 +175,6 @@ class _closing:
 
     async def __aexit__(self, *exc) -> None:
         await self.response.aclose()
-
-
-def _kind(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
-    for kind in ("loopback", "link_local", "private", "multicast", "unspecified", "reserved"):
-        if getattr(address, f"is_{kind}"):
-            return kind.replace("_", "-")
-    return "non-public"
 
 
 def create_server(settings: Settings) -> MCPServer:

@@ -13,6 +13,8 @@ from mesh.cli.common import call_agent, config_of, target_of
 from mesh.client.errors import transport_error, transport_reason
 from mesh.config import MeshConfig
 from mesh.errors import CliError
+from mesh.telemetry.scrape import metrics_url
+from mesh.tools.http import MCP_PATH
 
 # -- ls / card ----------------------------------------------------------------------------------
 
@@ -26,10 +28,18 @@ def cmd_ls(args: argparse.Namespace) -> int:
     async def probe():
         return await asyncio.gather(_probe_agents(config), guard_status(config), probe_tools(config))
 
+    if getattr(args, "prometheus", False):
+        from mesh.telemetry.scrape import scrape_config
+
+        print(scrape_config(config), end="")
+        return 0
     rows, status, tools = asyncio.run(probe())
     guard = guard_column(config, [r["name"] for r in rows], status)
     for row in rows:
         row["guard"] = guard[row["name"]]
+        row["metrics"] = metrics_url(row["url"]) if row["kind"] == "local" else None
+    for tool in tools:
+        tool["metrics"] = metrics_url(tool["url"].removesuffix(MCP_PATH)) if tool["url"] else None
     listing = {"mesh": config.name, "config": str(config.path), "agents": rows, "guard": status, "tools": tools,
                "graphs": [{"name": n, "description": g.description, "vertices": [v.id for v in g.vertices],
                            "coordinator": config.coordinator_name()} for n, g in config.graphs.items()]}
@@ -39,7 +49,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     from mesh.cli.output import table
 
     print(table(["AGENT", "KIND", "URL", "ANSWERS", "SKILLS", "AUTH", "GUARD"], [
-        [r["name"], r["kind"], r["url"], "yes" if r["answers"] else f"no ({r['error']})", ", ".join(r["skills"]),
+        [r["name"], r["kind"], r["url"], ("yes" if r["answers"] else f"no ({r['error']})") + _model_note(r), ", ".join(r["skills"]),
          r["auth"], r["guard"]] for r in rows
     ]))
     if config.graphs:
@@ -58,13 +68,25 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_note(row: dict[str, Any]) -> str:
+    """"; model not reachable" for an LLM agent whose model server does not answer (or lacks its model)."""
+    problem = (row.get("model") or {}).get("problem")
+    return f"; {problem}" if problem else ""
+
+
 async def _probe_agents(config: MeshConfig, names: list[str] | None = None) -> list[dict[str, Any]]:
     from mesh.client import fetch_card
 
     async def probe(name: str) -> dict[str, Any]:
         agent = config.agent(name)
-        row = {"name": name, "kind": "local" if agent.is_local else "external", "url": config.url_of(name),
-               "auth": "bearer" if agent.auth else "none", "answers": False, "error": None, "skills": []}
+        row = {"name": name, "kind": "llm" if agent.llm else "local" if agent.is_local else "external",
+               "url": config.url_of(name), "auth": "bearer" if agent.auth else "none", "answers": False, "error": None,
+               "skills": []}
+        if agent.llm is not None:
+            from mesh.llm.providers import probe_model
+
+            row["model"] = {"provider": agent.llm.provider, "url": agent.llm.base_url, "name": agent.llm.model,
+                            "problem": await probe_model(agent.llm)}
         try:
             async with httpx.AsyncClient(timeout=2.0, verify=False) as http:
                 card = await fetch_card(http, row["url"])

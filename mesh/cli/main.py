@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 
+from mesh.cli.deploy import register as register_deploy
 from mesh.cli.graph import register as register_graphs
 from mesh.cli.guard import register as register_guard
 from mesh.cli.inspect import cmd_card, cmd_ls
@@ -62,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     command("check", cmd_check, "validate mesh.yaml and import every agent module, without starting anything")
     sub = command("ls", cmd_ls, "list agents, tools and graphs with their URLs and whether they answer")
     sub.add_argument("--json", action="store_true", help="print JSON")
+    sub.add_argument("--prometheus", action="store_true",
+                     help="print a Prometheus scrape config for every /metrics of the mesh")
     sub = command("card", cmd_card, "show an agent's card (by name or URL)")
     sub.add_argument("agent")
     sub.add_argument("--extended", action="store_true", help="the authenticated extended card")
@@ -83,4 +86,5 @@ def build_parser() -> argparse.ArgumentParser:
     register_graphs(commands, common)
     register_guard(commands, common)
     register_mcp_config(commands, common)
+    register_deploy(commands, common)
     return parser

@@ -89,4 +89,4 @@ def describe_event(event: StreamResponse) -> str:
 
 
 def to_json(message: Any) -> dict:
-    return MessageToDict(message, preserving_proto_field_name=False)
+    return plain_numbers(MessageToDict(message, preserving_proto_field_name=False))

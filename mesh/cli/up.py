@@ -102,6 +102,11 @@ async def ready_table(config: MeshConfig, names: list[str], tools: list[str]) ->
     rows = [[name, config.url_of(name), ", ".join(protocols_of(config, name)), ", ".join(skills[name]),
              "bearer" if config.agent(name).auth else "none", guard[name]] for name in names]
     text = table(["AGENT", "URL", "PROTOCOLS", "SKILLS", "AUTH", "GUARD"], rows) if rows else ""
+    for row in probed:
+        model = row.get("model")
+        if model and model["problem"]:
+            text += (f"\n{row['name']}: {model['problem']} ({model['provider']} at {model['url']}, model {model['name']}); "
+                     "its tasks fail until it answers (README: 'LLM agents')")
     if tools:
         tool_rows = [[name, tool_url(config, name), "MCP streamable HTTP (http/1.1, h2c)", config.tools[name].module,
                       "bearer" if config.tools[name].auth else "none"] for name in tools]

@@ -13,6 +13,7 @@ from pydantic import (
     ByteSize,
     ConfigDict,
     Field,
+    IPvAnyNetwork,
     PrivateAttr,
     ValidationError,
     field_validator,
@@ -21,8 +22,10 @@ from pydantic import (
 
 import mesh.graphs.vertices  # noqa: F401 - registers the agent, a2a and group vertex kinds before graphs validate
 from mesh.config.guard import GuardOverride, GuardPolicy
+from mesh.config.llm import LLMConfig
 from mesh.config.problems import KeyError_, in_file_order, validation_problems
 from mesh.config.yamlsource import (
+    ENV_REFERENCE,
     WHOLE_ENV_REFERENCE,
     SourceProblem,
     YamlSource,
@@ -81,6 +84,28 @@ class TlsConfig(Strict):
     key: Path
 
 
+class CorsConfig(Strict):
+    """CORS for browser clients (Starlette's CORSMiddleware); off unless ``server.cors`` is given."""
+
+    allow_origins: list[str] = Field(min_length=1)
+    allow_methods: list[str] = ["GET", "POST", "OPTIONS"]
+    allow_headers: list[str] = ["Authorization", "Content-Type", "A2A-Version", "A2A-Extensions"]
+    allow_credentials: bool = False
+    expose_headers: list[str] = []
+    max_age: int = Field(600, ge=0)
+
+
+class PushConfig(Strict):
+    """Push notifications (webhooks) of every agent: on by default; where webhooks may point and how delivery retries."""
+
+    enabled: bool = True
+    # private/loopback networks webhooks may point at anyway (by default only public addresses)
+    allowed_networks: list[IPvAnyNetwork] = []
+    retries: int = Field(3, ge=0, le=10)
+    backoff_seconds: float = Field(0.5, gt=0, le=60)
+    timeout_seconds: float = Field(10.0, gt=0, le=120)
+
+
 class ServerConfig(Strict):
     """Serving defaults shared by every agent (each agent may override host and body limit)."""
 
@@ -97,15 +122,50 @@ class ServerConfig(Strict):
     # answered on the endpoint; listing "0.3" adds the 0.3 card fields (url,
     # protocolVersion...) that 0.3 clients need, which a strict 1.0 schema refuses.
     card_versions: list[Literal["1.0", "0.3"]] = Field(["1.0", "0.3"], min_length=1)
+    cors: CorsConfig | None = None
+    push: PushConfig = PushConfig()
+    # Hostile traffic (README: Reliability): requests at work at once per agent process (503 beyond),
+    # HTTP/2 streams open at once per connection, and stream resets a client may make per
+    # connection within reset_window_s before it is sent GOAWAY ENHANCE_YOUR_CALM.
+    max_concurrent_requests: int = Field(256, ge=1, le=100_000)
+    max_streams_per_connection: int = Field(100, ge=1, le=10_000)
+    max_resets_per_connection: int = Field(200, ge=1, le=1_000_000)
+    reset_window_s: float = Field(10.0, gt=0, le=3600)
+
+
+LLM_AGENT_MODULE = "mesh.llm.agent"
+
+
+Quantity = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")]
+
+
+class ResourceAmounts(Strict):
+    cpu: Quantity | None = None
+    memory: Quantity | None = None
+
+
+class ResourcesConfig(Strict):
+    """Kubernetes requests and limits of one agent's or tool's pods (``mesh deploy kubernetes``)."""
+
+    requests: ResourceAmounts = ResourceAmounts(cpu="100m", memory="256Mi")
+    limits: ResourceAmounts = ResourceAmounts(memory="1Gi")
 
 
 class AgentConfig(Strict):
-    """One agent: a local module served by the mesh, or an external A2A agent by URL."""
+    """One agent: a local module, a declarative LLM agent (``llm:``) served by the mesh, or an external A2A agent by URL."""
 
     module: str | None = None
+    llm: LLMConfig | None = None
+    description: str | None = None
+    instructions: str | None = None
+    tools: list[str] = []
+    agents: list[str] = []
+    max_steps: int = Field(8, ge=1, le=100)
     url: str | None = None
     host: str | None = None
     port: Port | None = None
+    # the A2A gRPC binding on a port of its own (hypercorn cannot serve gRPC beside the app); off if unset
+    grpc_port: Port | None = None
     public_url: str | None = None
     card: CardConfig = CardConfig()
     auth: AuthConfig | None = None
@@ -116,24 +176,42 @@ class AgentConfig(Strict):
     # Whether clients may open h2c (HTTP/2 over plain TCP, "prior knowledge") to this agent. None:
     # yes for local agents (hypercorn speaks it), no for external ones (HTTP/1.1, or ALPN over TLS).
     h2c: bool | None = None
+    # Processes of this agent behind one Service (`mesh deploy kubernetes`); they share state.database.
+    replicas: int = Field(1, ge=1, le=64)
+    resources: ResourcesConfig = ResourcesConfig()
 
     @model_validator(mode="after")
     def _local_or_external(self) -> AgentConfig:
-        if (self.module is None) == (self.url is None):
-            raise ValueError("give exactly one of 'module' (a local agent) or 'url' (an external A2A agent)")
-        if self.module is not None and self.port is None:
+        if sum(x is not None for x in (self.module, self.llm, self.url)) != 1:
+            raise ValueError("give exactly one of 'module' (a local agent), 'llm' (a declarative LLM agent) "
+                             "or 'url' (an external A2A agent)")
+        if self.llm is None:
+            for key in ("instructions", "description"):
+                if getattr(self, key) is not None:
+                    raise KeyError_(key, f"'{key}' is for LLM agents (with 'llm:'); a module agent takes settings:")
+            for key in ("tools", "agents"):
+                if getattr(self, key):
+                    raise KeyError_(key, f"'{key}' is for LLM agents (with 'llm:'); a module agent takes settings:")
+        if self.is_local and self.port is None:
             raise ValueError("a local agent needs a 'port'")
         if self.url is not None:
-            for key in ("host", "port", "public_url", "tls", "max_body_bytes"):
+            for key in ("host", "port", "grpc_port", "public_url", "tls", "max_body_bytes"):
                 if getattr(self, key) is not None:
                     raise KeyError_(key, f"'{key}' is for local agents; an external agent has 'url' instead")
+            if self.replicas != 1:
+                raise KeyError_("replicas", "'replicas' is for local agents; an external agent is one URL")
             if not self.url.startswith(("http://", "https://")):
                 raise KeyError_("url", "must start with http:// or https://")
         return self
 
     @property
     def is_local(self) -> bool:
-        return self.module is not None
+        return self.module is not None or self.llm is not None
+
+    @property
+    def module_path(self) -> str:
+        """The module that serves this local agent (the mesh's own for an LLM agent)."""
+        return self.module or LLM_AGENT_MODULE
 
 
 class ToolConfig(Strict):
@@ -146,6 +224,7 @@ class ToolConfig(Strict):
     public_url: str | None = None
     auth: AuthConfig | None = None
     settings: dict[str, Any] = {}
+    resources: ResourcesConfig = ResourcesConfig()
 
     @model_validator(mode="after")
     def _port_for_http(self) -> ToolConfig:
@@ -325,6 +404,19 @@ def _cross_checks(config: MeshConfig, source: YamlSource) -> list[SourceProblem]
                     known = ", ".join(sorted(config.agents)) or "none"
                     problems.append(source.problem(("graphs", graph_name, "vertices", index, key),
                                                    f"no agent named {agent!r} in this mesh (agents: {known})"))
+    for name, agent in config.agents.items():
+        for index, tool in enumerate(agent.tools):
+            if tool not in config.tools:
+                known = ", ".join(sorted(config.tools)) or "none"
+                problems.append(source.problem(("agents", name, "tools", index), f"no tool named {tool!r} in this mesh (tools: {known})"))
+        for index, other in enumerate(agent.agents):
+            if other not in config.agents or other == name:
+                known = ", ".join(sorted(set(config.agents) - {name})) or "none"
+                problems.append(source.problem(("agents", name, "agents", index), f"no other agent named {other!r} in this mesh (agents: {known})"))
+        if agent.llm and agent.llm.api_key is not None:
+            raw = source.raw.get(("agents", name, "llm", "api_key"))
+            if raw is None or not ENV_REFERENCE.fullmatch(raw):
+                problems.append(source.problem(("agents", name, "llm", "api_key"), "secrets must come from the environment: write ${VAR_NAME}, not the key itself"))
     if config.coordinator and config.coordinator not in config.agents:
         problems.append(source.problem(("coordinator",), f"no agent named {config.coordinator!r}"))
     if config.state.database and urlsplit(config.state.database).password and ("state", "database") not in source.raw:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -56,7 +57,7 @@ from google.protobuf.struct_pb2 import Value
 from mesh.client import Target, fetch_card, http_client, open_client, resolve_target
 from mesh.client.connect import known_h2c
 from mesh.client.exchange import FAILED_STATES, exchange
-from mesh.client.parts import state_name
+from mesh.client.parts import plain_numbers, state_name
 from mesh.config import MeshConfig
 from mesh.graphs.vertices import (
     A2AVertex,
@@ -81,6 +82,7 @@ from mesh.pregel.functions import (
     resolve_combiner,
 )
 from mesh.pregel.vertex import send_pairs
+from mesh.telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +211,7 @@ def reply_result(reply: Task | Message, size: int, trusted: bool = False) -> Ver
             text = "\n".join(texts)  # the last artifact with text wins: earlier ones are steps towards it
         for part in parts:
             if part.WhichOneof("content") == "data":
-                value = MessageToDict(part.data)
+                value = plain_numbers(MessageToDict(part.data))
                 if trusted and isinstance(value, dict) and isinstance(value.get(CONTROL_KEY), dict):
                     control = value[CONTROL_KEY]
                 else:
@@ -375,7 +377,18 @@ class GraphRuntime:
         return self._guard_client
 
     async def start(self, name: str, input: Any, *, run_id: str | None = None, on_event=None) -> Run:
-        return await self.engine(name).start(self.compiled(name), input, run_id=run_id, on_event=on_event)
+        async def counted(event: Any) -> None:
+            metrics.record_superstep(name, event.active)
+            if on_event is not None:
+                pending = on_event(event)
+                if inspect.isawaitable(pending):
+                    await pending
+
+        run = await self.engine(name).start(self.compiled(name), input, run_id=run_id, on_event=counted)
+        task = asyncio.get_running_loop().create_task(_count_run(name, run))
+        _counting.add(task)
+        task.add_done_callback(_counting.discard)
+        return run
 
     async def graph_of_run(self, run_id: str) -> str | None:
         """Which graph of mesh.yaml a stored run ran (None if none matches: mesh.yaml changed since)."""
@@ -428,3 +441,16 @@ def graph_problems(config: MeshConfig) -> list:
             if not config.guard:
                 problems.append(config.problem(("graphs", name, "guard"), "a graph's guard needs the mesh's guard: section (agent: NAME)"))
     return problems
+
+
+_counting: set[asyncio.Task] = set()
+
+
+async def _count_run(graph: str, run: Run) -> None:
+    """Put a run's end and its per-edge figures into /metrics."""
+    try:
+        result = await run.result()
+    except BaseException:  # noqa: BLE001 - a run that raised counts as failed
+        metrics.record_run(graph, "failed", list(run.figures.calls))
+        return
+    metrics.record_run(graph, result.status, list(run.figures.calls))

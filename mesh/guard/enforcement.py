@@ -55,6 +55,7 @@ from mesh.guard.verdicts import (
     check_of,
     record_verdict,
 )
+from mesh.telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +83,14 @@ class Guard:
                 log.warning("agent %s: guard unavailable, %s allowed (on_error: allow): %s", self.agent, what, exc)
                 return None
             log.warning("agent %s: guard unavailable, %s blocked (on_error: block): %s", self.agent, what, exc)
+            metrics.record_block(self.agent, ["guard_error"])
             return Blocked(f"The guard could not check the {what} ({exc}); "
                            "it is blocked because the guard policy fails closed (on_error: block).", [], unsafe=False)
         record_verdict(verdict, sum(len(t.content) for t in turns), where=f"agent={self.agent} {what}")
         blocked = self.policy.blocking(verdict, codes)
         if not blocked:
             return None
+        metrics.record_block(self.agent, blocked)
         names = ", ".join(f"{code} ({CATEGORIES[code]})" for code in blocked)
         return Blocked(f"{what[:1].upper()}{what[1:]} blocked by the guard: {names}.", blocked, unsafe=True)
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from mesh.config.guard import CATEGORIES, HAZARDS, INJECTION, Check  # noqa: F401 - re-exported
 from mesh.errors import GuardConfigError, GuardError  # noqa: F401 - re-exported
 from mesh.serving.executor import AgentFailure
+from mesh.telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,7 @@ VERDICT_COUNTS: Counter[str] = Counter()
 def record_verdict(verdict: Verdict, length: int, where: str = "") -> None:
     """Log a verdict without its content (hash and length only) and count it per category."""
     VERDICT_COUNTS["total"] += 1
+    metrics.record_verdict(verdict.check, verdict.backend, verdict.safe, verdict.codes)
     if verdict.safe:
         VERDICT_COUNTS["safe"] += 1
     for code in verdict.codes:

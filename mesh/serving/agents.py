@@ -113,7 +113,7 @@ def module_problems(config) -> list:
     problems = []
     for name, agent in config.local_agents().items():
         try:
-            module = load_agent_module(agent.module, config.base_dir)
+            module = load_agent_module(agent.module_path, config.base_dir)
         except AgentModuleError as exc:
             problems.append(config.problem(("agents", name, "module"), str(exc)))
             continue

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import time
 from email.utils import formatdate
+from urllib.parse import urlsplit
 
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.routes import create_agent_card_routes, create_rest_routes
@@ -33,8 +34,12 @@ from mesh.guard.enforcement import guard_for_agent
 from mesh.serving.agents import AgentModuleError, AgentRuntime, load_agent_module
 from mesh.serving.executor import RunningTasks
 from mesh.serving.jsonrpc import create_jsonrpc_route
-from mesh.serving.middleware import BearerAuth, BodyLimit, RequestLog
-from mesh.serving.store import fail_unfinished_tasks, open_task_store
+from mesh.serving.middleware import Admission, BearerAuth, BodyLimit, RequestLog
+from mesh.serving.numbers import IntegralNumbers
+from mesh.serving.push import open_push
+from mesh.serving.store import fail_unfinished_tasks, open_task_store, table_name
+from mesh.serving.versions import VersionNegotiation
+from mesh.telemetry.metrics import METRICS_PATH, RequestMetrics, metrics_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +76,11 @@ def build_cards(config: MeshConfig, name: str, card: AgentCard) -> tuple[AgentCa
     for version in config.server.card_versions:
         for binding in BINDINGS:
             card.supported_interfaces.append(AgentInterface(url=url, protocol_binding=binding, protocol_version=version))
+    if agent.grpc_port:
+        host = urlsplit(url).hostname or "127.0.0.1"
+        host = f"[{host}]" if ":" in host else host
+        card.supported_interfaces.append(AgentInterface(url=f"{host}:{agent.grpc_port}", protocol_binding="GRPC",
+                                                        protocol_version="1.0"))
     if not agent.auth:
         card.capabilities.extended_agent_card = False
         return card, None
@@ -89,15 +99,30 @@ def build_cards(config: MeshConfig, name: str, card: AgentCard) -> tuple[AgentCa
 
 
 def card_routes(card: AgentCard, max_age: int, built_at: float) -> list[Route]:
-    """The card at the well-known path and the legacy one, with Cache-Control, ETag and Last-Modified."""
+    """The card at the well-known path and the legacy one, with Cache-Control, ETag and Last-Modified.
+
+    The card each client can read: a request saying ``A2A-Version: 1.x`` (header, or the
+    ``?A2A-Version=`` query parameter) gets the 1.0 card (1.0 interfaces only, valid against the
+    1.0 schema); any other (0.3, or no version: the spec reads a missing version as 0.3) gets the
+    card with the 0.3 fields (``url``, ``protocolVersion``, ...) that 0.3 clients require.
+    """
     last_modified = formatdate(built_at, usegmt=True)
+    v10 = AgentCard()
+    v10.CopyFrom(card)
+    interfaces = [i for i in card.supported_interfaces if i.protocol_version.startswith("1.")]
+    if interfaces:
+        del v10.supported_interfaces[:]
+        v10.supported_interfaces.extend(interfaces)
     routes = []
     for path in (CARD_PATH, LEGACY_CARD_PATH):
         (route,) = create_agent_card_routes(card, card_url=path, cache_control=f"public, max-age={max_age}")
+        (route10,) = create_agent_card_routes(v10, card_url=path, cache_control=f"public, max-age={max_age}")
 
-        async def endpoint(request: Request, sdk_endpoint=route.endpoint):
-            response = await sdk_endpoint(request)
+        async def endpoint(request: Request, sdk_endpoint=route.endpoint, sdk_endpoint10=route10.endpoint):
+            version = request.headers.get("a2a-version", "")  # the query parameter is copied here (versions.py)
+            response = await (sdk_endpoint10 if version.strip().startswith("1.") else sdk_endpoint)(request)
             response.headers["Last-Modified"] = last_modified
+            response.headers["Vary"] = "A2A-Version"
             return response
 
         routes.append(Route(path, endpoint, methods=["GET"]))
@@ -110,7 +135,8 @@ def protocols_of(config: MeshConfig, name: str) -> list[str]:
     if not agent.is_local:
         return ["see its card"]
     transports = ["h2+TLS", "http/1.1+TLS"] if agent.tls else ["http/1.1", "h2c"]
-    return [*transports, "JSON-RPC 1.0+0.3", "REST"]
+    grpc = [f"gRPC :{agent.grpc_port}"] if agent.grpc_port else []
+    return [*transports, "JSON-RPC 1.0+0.3", "REST", *grpc]
 
 
 def _skill(skill: SkillConfig) -> AgentSkill:
@@ -129,13 +155,13 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
     store, close_store = open_task_store(config, name)
     runtime = AgentRuntime(config, name, store)
     try:
-        module = load_agent_module(agent.module, config.base_dir)
+        module = load_agent_module(agent.module_path, config.base_dir)
         settings = module.settings(agent.settings)
         public_card, extended_card = build_cards(config, name, module.card(settings, runtime))
         agent_executor = module.create_executor(settings, runtime)
         # Guard hook: every agent but the guard itself runs behind mesh.yaml's guard policy (mesh/guard.py).
         guarded, guard_client = guard_for_agent(config, name, agent_executor)
-        executor = RunningTasks(guarded)
+        executor = RunningTasks(guarded, name)
     except AgentModuleError as exc:
         raise ServeError(f"agent {name}: {exc}") from None
     except ValidationError as exc:
@@ -143,13 +169,24 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
     except GuardConfigError as exc:  # an invalid guard: section (mesh check reports it with file:line)
         raise ServeError(f"agent {name}: {exc}") from None
     except Exception as exc:  # the agent's own card() or create_executor() failed
-        raise ServeError(f"agent {name}: {agent.module} could not start: {describe_exception(exc)}") from None
+        raise ServeError(f"agent {name}: {agent.module_path} could not start: {describe_exception(exc)}") from None
 
+    push = config.server.push
+    push_store = push_sender = push_validator = close_push = None
+    if push.enabled:
+        push_store, push_sender, push_validator, close_push = open_push(
+            store.engine, table_name(name), push.allowed_networks, push.retries, push.backoff_seconds, push.timeout_seconds)
+        public_card.capabilities.push_notifications = True
+        if extended_card is not None:
+            extended_card.capabilities.push_notifications = True
     handler = DefaultRequestHandler(
         agent_executor=executor,
         task_store=store,
         agent_card=public_card,
         extended_agent_card=extended_card,
+        push_config_store=push_store,
+        push_sender=push_sender,
+        push_url_validator=push_validator,
     )
     started = time.time()
 
@@ -159,17 +196,28 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
     grace = max(config.server.graceful_timeout - 1.0, 0.5)
     routes = [
         Route(HEALTH_PATH, health, methods=["GET"]),
+        Route(METRICS_PATH, metrics_endpoint, methods=["GET"]),
         *card_routes(public_card, config.server.card_max_age, started),
         create_jsonrpc_route(handler, shutdown_grace_period=grace),
         *create_rest_routes(handler, enable_v0_3_compat=True, shutdown_grace_period=grace),
     ]
-    middleware = [Middleware(RequestLog)]
+    middleware = [Middleware(RequestLog), Middleware(RequestMetrics, server=name)]
+    if config.server.cors is not None:  # off by default; before auth so that preflights are answered
+        from starlette.middleware.cors import CORSMiddleware
+
+        cors = config.server.cors
+        middleware.append(Middleware(CORSMiddleware, allow_origins=cors.allow_origins, allow_methods=cors.allow_methods,
+                                     allow_headers=cors.allow_headers, allow_credentials=cors.allow_credentials,
+                                     expose_headers=cors.expose_headers, max_age=cors.max_age))
     if agent.auth:
         middleware.append(Middleware(
             BearerAuth, token=config.token_of(agent), realm=name,
             public_paths=(CARD_PATH, LEGACY_CARD_PATH, HEALTH_PATH),
         ))
     middleware.append(Middleware(BodyLimit, limit=config.body_limit_of(agent)))
+    middleware.append(Middleware(Admission, limit=config.server.max_concurrent_requests))
+    middleware.append(Middleware(VersionNegotiation))
+    middleware.append(Middleware(IntegralNumbers))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
@@ -182,14 +230,26 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
                 log.warning("agent %s: marked %d unfinished tasks of a previous run as failed", name, len(stale))
         if hasattr(agent_executor, "start"):
             await agent_executor.start()
+        grpc_server = None
+        if agent.grpc_port:
+            from mesh.serving.grpc import start_grpc
+
+            tls = ((config.base_dir / agent.tls.cert).read_bytes(), (config.base_dir / agent.tls.key).read_bytes()) \
+                if agent.tls else None
+            grpc_server = await start_grpc(handler, config.host_of(agent), agent.grpc_port, config.token_of(agent), tls)
+            log.info("agent %s: A2A gRPC on port %d", name, agent.grpc_port)
         log.info("agent %s ready at %s (%s)", name, config.url_of(name), ", ".join(protocols_of(config, name)))
         try:
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(grace)
             if hasattr(agent_executor, "stop"):
                 await agent_executor.stop()
             running = set() if getattr(agent_executor, "resumes_tasks", False) else set(executor.task_ids)
             await handler.aclose()
+            if close_push is not None:
+                await close_push()
             stopped = await fail_unfinished_tasks(store, INTERRUPTED_BY_SHUTDOWN, only=running)
             if stopped:
                 log.warning("agent %s: %d tasks were still running at shutdown and are marked failed", name, len(stopped))

@@ -19,6 +19,9 @@ from a2a.server.events import EventQueue
 from a2a.server.tasks import TaskUpdater
 from a2a.types import TaskState
 
+from mesh.serving.middleware import CLIENT_GONE
+from mesh.telemetry.metrics import TASKS_RUNNING, record_task_end
+
 log = logging.getLogger(__name__)
 
 
@@ -47,6 +50,8 @@ class TaskAgent(AgentExecutor):
         await updater.start_work()
         run = _Run(asyncio.ensure_future(self.work(context, updater)))
         self._running[task.id] = run
+        gone = CLIENT_GONE.get()
+        watcher = asyncio.ensure_future(self._stop_when_gone(gone, run, updater)) if gone is not None else None
         try:
             await run.work
         except asyncio.CancelledError:
@@ -68,8 +73,23 @@ class TaskAgent(AgentExecutor):
             return
         finally:
             self._running.pop(task.id, None)
+            if watcher is not None:
+                watcher.cancel()
         if not updater.ended:
             await updater.complete()
+
+    async def _stop_when_gone(self, gone: asyncio.Event, run: _Run, updater: TaskUpdater) -> None:
+        """The client that waited for this task went away (closed, or reset its stream): stop the work."""
+        await gone.wait()
+        if run.work.done():
+            return
+        run.work.cancel()
+        await asyncio.gather(run.work, return_exceptions=True)
+        try:
+            await updater.cancel(updater.new_agent_message([new_text_part(
+                "The client that waited for this answer went away, so the work was stopped.")]))
+        finally:
+            run.canceled.set()
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         run = self._running.get(context.task_id or "")
@@ -109,19 +129,45 @@ def _current_task_cancelling() -> bool:
 
 
 class RunningTasks(AgentExecutor):
-    """Wraps an executor to know which tasks this process is running, so shutdown can fail the unfinished ones."""
+    """Wraps an executor to know which tasks this process is running, so shutdown can fail the unfinished ones.
 
-    def __init__(self, inner: AgentExecutor) -> None:
+    It also counts them for /metrics: running now, and ended by the last state they were left in.
+    """
+
+    def __init__(self, inner: AgentExecutor, agent: str = "agent") -> None:
         self.inner = inner
+        self.agent = agent
         self.task_ids: set[str] = set()
+        TASKS_RUNNING.labels(agent).set_function(lambda: len(self.task_ids))
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         task_id = context.task_id or ""
         self.task_ids.add(task_id)
+        queue = _StateWatch(event_queue)
         try:
-            await self.inner.execute(context, event_queue)
+            await self.inner.execute(context, queue)
         finally:
             self.task_ids.discard(task_id)
+            record_task_end(self.agent, queue.state)
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         await self.inner.cancel(context, event_queue)
+
+
+class _StateWatch:
+    """An event queue proxy that remembers the last task state published through it."""
+
+    __slots__ = ("_inner", "state")
+
+    def __init__(self, inner: EventQueue) -> None:
+        self._inner = inner
+        self.state = "unknown"
+
+    async def enqueue_event(self, event: Any) -> None:
+        status = getattr(event, "status", None)
+        if status is not None:
+            self.state = TaskState.Name(status.state).removeprefix("TASK_STATE_").lower()
+        await self._inner.enqueue_event(event)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import hmac
 import json
 import logging
@@ -22,6 +24,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 access_log = logging.getLogger("mesh.access")
+
+# Set for a request whose client waits for the answer (a blocking send): the event fires when that
+# client goes away, so the agent's work can stop (mesh.serving.executor.TaskAgent watches it). The
+# agent runs in tasks a2a-sdk creates from the request's own, which copy this context.
+CLIENT_GONE: contextvars.ContextVar[asyncio.Event | None] = contextvars.ContextVar("mesh_client_gone", default=None)
+_WAITING_METHODS = frozenset({"message/send", "SendMessage"})
 
 _RPC_METHOD = re.compile(rb'"method"\s*:\s*"([^"\\]{1,80})"')
 _JSON_TYPES = ("application/json", "application/a2a+json")
@@ -108,6 +116,81 @@ def BearerAuth(app: ASGIApp, token: str, realm: str, public_paths: Iterable[str]
                             headers={"WWW-Authenticate": challenge})
 
     return AuthenticationMiddleware(app, backend=BearerBackend(token, public_paths), on_error=refuse)
+
+
+class Admission:
+    """At most ``limit`` requests at work at once in this process (503 beyond), and none outlives its client.
+
+    A request whose client goes away (an HTTP/2 stream reset, a closed
+    connection) is cancelled rather than left running as if someone waited for
+    it: that is what lets an agent shrug off a rapid-reset burst, together with
+    the reset budget of ``mesh.serving.h2streams``. Only POSTs are counted; the
+    card, health and metrics stay cheap and always answer.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.active = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.limit:
+            await _json_error(scope, send, 503, f"Busy: {self.limit} requests are already at work here; retry shortly",
+                              [(b"retry-after", b"1")])
+            return
+        self.active += 1
+        try:
+            await self._until_done_or_gone(scope, receive, send)
+        finally:
+            self.active -= 1
+
+    async def _until_done_or_gone(self, scope: Scope, receive: Receive, send: Send) -> None:
+        inbox: asyncio.Queue[Message] = asyncio.Queue()
+        gone = asyncio.Event()
+
+        answered = False
+
+        async def pump() -> None:  # the only reader of the server's receive: the app reads the inbox
+            while True:
+                message = await receive()
+                inbox.put_nowait(message)
+                if message["type"] == "http.disconnect":
+                    if not answered:  # a client that leaves after its answer has not gone away early
+                        gone.set()
+                    return
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal answered
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                answered = True
+            await send(message)
+
+        pumping = asyncio.create_task(pump())
+        waits = scope.get("mesh.rpc_method") in _WAITING_METHODS or scope["path"].endswith("/message:send")
+        token = CLIENT_GONE.set(gone if waits else None)
+        try:
+            working = asyncio.create_task(self.app(scope, inbox.get, tracking_send))
+        finally:
+            CLIENT_GONE.reset(token)
+        waiting = asyncio.create_task(gone.wait())
+        try:
+            await asyncio.wait({working, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            if not working.done():
+                # The client went away first. A streaming response sees the disconnect in its inbox and
+                # ends by itself; anything else is stopped here.
+                await asyncio.sleep(0)
+                if not working.done():
+                    working.cancel()
+                await asyncio.gather(working, return_exceptions=True)
+                return
+            working.result()  # the app's own errors go on to the server
+        finally:
+            for task in (pumping, waiting, working):
+                if not task.done():
+                    task.cancel()
 
 
 class BodyLimit:

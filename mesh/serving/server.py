@@ -29,6 +29,9 @@ async def serve_asgi(
     keyfile: str | None = None,
     graceful_timeout: float = 10.0,
     keep_alive_max_requests: int = 1_000_000_000,
+    max_streams_per_connection: int = 100,
+    max_resets_per_connection: int = 200,
+    reset_window_s: float = 10.0,
 ) -> None:
     """Serve ``app`` with hypercorn on host:port until SIGINT/SIGTERM, then finish in-flight requests.
 
@@ -44,7 +47,10 @@ async def serve_asgi(
     config.graceful_timeout = graceful_timeout
     config.keep_alive_max_requests = keep_alive_max_requests
     config.keep_alive_timeout = 75.0
-    config.h2_max_concurrent_streams = 1000
+    config.h2_max_concurrent_streams = max_streams_per_connection
+    # Read by mesh.serving.h2streams' protocol (hypercorn's Config has no such setting).
+    config.mesh_max_resets = max_resets_per_connection
+    config.mesh_reset_window = reset_window_s
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     stop = asyncio.Event()
@@ -85,4 +91,7 @@ async def serve_agent(config: MeshConfig, name: str) -> None:
         keyfile=str(config.base_dir / tls.key) if tls else None,
         graceful_timeout=config.server.graceful_timeout,
         keep_alive_max_requests=config.server.keep_alive_max_requests,
+        max_streams_per_connection=config.server.max_streams_per_connection,
+        max_resets_per_connection=config.server.max_resets_per_connection,
+        reset_window_s=config.server.reset_window_s,
     )

@@ -87,10 +87,13 @@ def http_app(server: MCPServer, *, host: str, token: str | None = None, realm: s
     from starlette.responses import JSONResponse
 
     from mesh.serving.middleware import BearerAuth, BodyLimit, RequestLog
+    from mesh.telemetry.metrics import METRICS_PATH, RequestMetrics, metrics_endpoint
 
     @server.custom_route(HEALTH_PATH, methods=["GET"])
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "server": server.name})
+
+    server.custom_route(METRICS_PATH, methods=["GET"])(metrics_endpoint)
 
     app = server.streamable_http_app(
         streamable_http_path=MCP_PATH,
@@ -102,7 +105,7 @@ def http_app(server: MCPServer, *, host: str, token: str | None = None, realm: s
     app = BodyLimit(app, limit=max_body_bytes)
     if token:
         app = BearerAuth(app, token=token, realm=realm, public_paths=(HEALTH_PATH,))
-    return RequestLog(app)
+    return RequestLog(RequestMetrics(app, server=realm))
 
 
 async def serve_http(server: MCPServer, *, what: str, host: str, port: int, token: str | None = None,

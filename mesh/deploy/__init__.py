@@ -1,0 +1,1 @@
+"""Running the mesh beyond one machine: Kubernetes manifests from mesh.yaml (see kubernetes.py)."""

@@ -1,0 +1,101 @@
+"""Push notifications of an agent: a2a-sdk's push support with the configs stored beside the tasks, delivery retried.
+
+- configs (0.3 ``tasks/pushNotificationConfig/*``, 1.0 ``*TaskPushNotificationConfig``,
+  or one given with ``SendMessage``) are kept per task in the agent's task
+  database (SQLite file or PostgreSQL), table ``<tasks table>_push``;
+- every task event is POSTed to each webhook of the task (the config's
+  ``token`` as ``X-A2A-Notification-Token``, its ``authentication`` as
+  ``Authorization: SCHEME CREDENTIALS``), in order per task, in the background;
+  a failed delivery (connection error or non-2xx) is retried ``retries`` times
+  after ``backoff_seconds * 2**n``;
+- a webhook URL must be http(s) and resolve to public addresses only, unless
+  its network is in ``server.push.allowed_networks`` (mesh.yaml): checked when
+  a config is set and again before each delivery (mesh/client/addresses.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import httpx
+from a2a.server.tasks import BasePushNotificationSender
+from a2a.server.tasks.database_push_notification_config_store import DatabasePushNotificationConfigStore
+
+from mesh.client.addresses import AddressRefused, resolve_allowed
+
+log = logging.getLogger(__name__)
+
+
+def url_validator(allowed_networks: list) -> Callable[[str], Awaitable[bool]]:
+    async def valid(url_text: str) -> bool:
+        try:
+            url = httpx.URL(url_text)
+        except Exception:
+            return False
+        if url.scheme not in ("http", "https") or not url.host:
+            return False
+        try:
+            await resolve_allowed(url.host, url.port or (443 if url.scheme == "https" else 80), allowed_networks,
+                                  hint="server.push.allowed_networks")
+        except AddressRefused as exc:
+            log.warning("push notification URL %s refused: %s", url_text, exc)
+            return False
+        return True
+
+    return valid
+
+
+class RetryingPushSender(BasePushNotificationSender):
+    """a2a-sdk's sender, with each delivery retried with backoff, in order per task, off the task's own path."""
+
+    def __init__(self, http: httpx.AsyncClient, store, validator, retries: int, backoff_seconds: float) -> None:
+        super().__init__(http, store)  # the URL is checked here, once per delivery, not once per attempt
+        self.retries = retries
+        self.backoff_seconds = backoff_seconds
+        self._validator = validator
+        self._last: dict[str, asyncio.Task] = {}
+
+    async def send_notification(self, task_id: str, event) -> None:
+        previous = self._last.get(task_id)
+
+        async def deliver() -> None:
+            if previous is not None:
+                await asyncio.gather(previous, return_exceptions=True)
+            await BasePushNotificationSender.send_notification(self, task_id, event)
+
+        task = asyncio.ensure_future(deliver())
+        self._last[task_id] = task
+        task.add_done_callback(lambda done: self._last.get(task_id) is done and self._last.pop(task_id, None))
+
+    async def _dispatch_notification(self, event, push_info, task_id: str) -> bool:
+        if not await self._validator(push_info.url):
+            return False
+        for attempt in range(self.retries + 1):
+            if attempt:
+                await asyncio.sleep(self.backoff_seconds * 2 ** (attempt - 1))
+            if await super()._dispatch_notification(event, push_info, task_id):
+                return True
+        log.warning("push notification for task %s to %s failed after %d attempts", task_id, push_info.url, self.retries + 1)
+        return False
+
+    async def drain(self) -> None:
+        """Wait for deliveries under way (at shutdown)."""
+        pending = list(self._last.values())
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+
+
+def open_push(engine, table: str, allowed_networks: list, retries: int, backoff_seconds: float, timeout: float):
+    """(config store, sender, URL validator, close) for an agent whose tasks are in ``engine``."""
+    store = DatabasePushNotificationConfigStore(engine, table_name=f"{table}_push")
+    http = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+    validator = url_validator(allowed_networks)
+    sender = RetryingPushSender(http, store, validator, retries, backoff_seconds)
+
+    async def close() -> None:
+        await sender.drain()
+        await http.aclose()
+
+    return store, sender, validator, close
