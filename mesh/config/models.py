@@ -164,6 +164,8 @@ class AgentConfig(Strict):
     url: str | None = None
     host: str | None = None
     port: Port | None = None
+    # the A2A gRPC binding on a port of its own (hypercorn cannot serve gRPC beside the app); off if unset
+    grpc_port: Port | None = None
     public_url: str | None = None
     card: CardConfig = CardConfig()
     auth: AuthConfig | None = None
@@ -193,7 +195,7 @@ class AgentConfig(Strict):
         if self.is_local and self.port is None:
             raise ValueError("a local agent needs a 'port'")
         if self.url is not None:
-            for key in ("host", "port", "public_url", "tls", "max_body_bytes"):
+            for key in ("host", "port", "grpc_port", "public_url", "tls", "max_body_bytes"):
                 if getattr(self, key) is not None:
                     raise KeyError_(key, f"'{key}' is for local agents; an external agent has 'url' instead")
             if self.replicas != 1:

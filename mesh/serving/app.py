@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 from email.utils import formatdate
+from urllib.parse import urlsplit
 
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.routes import create_agent_card_routes, create_rest_routes
@@ -40,6 +41,7 @@ from mesh.serving.push import open_push
 from mesh.serving.store import SQLiteTaskStore, fail_unfinished_tasks, open_task_store, table_name
 from mesh.serving.versions import VersionNegotiation
 from mesh.telemetry.metrics import METRICS_PATH, RequestMetrics, metrics_endpoint
+from mesh.telemetry.tracing import TraceRequests
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,11 @@ def build_cards(config: MeshConfig, name: str, card: AgentCard) -> tuple[AgentCa
     for version in config.server.card_versions:
         for binding in BINDINGS:
             card.supported_interfaces.append(AgentInterface(url=url, protocol_binding=binding, protocol_version=version))
+    if agent.grpc_port:
+        host = urlsplit(url).hostname or "127.0.0.1"
+        host = f"[{host}]" if ":" in host else host
+        card.supported_interfaces.append(AgentInterface(url=f"{host}:{agent.grpc_port}", protocol_binding="GRPC",
+                                                        protocol_version="1.0"))
     if not agent.auth:
         card.capabilities.extended_agent_card = False
         return card, None
@@ -130,7 +137,8 @@ def protocols_of(config: MeshConfig, name: str) -> list[str]:
     if not agent.is_local:
         return ["see its card"]
     transports = ["h2+TLS", "http/1.1+TLS"] if agent.tls else ["http/1.1", "h2c"]
-    return [*transports, "JSON-RPC 1.0+0.3", "REST"]
+    grpc = [f"gRPC :{agent.grpc_port}"] if agent.grpc_port else []
+    return [*transports, "JSON-RPC 1.0+0.3", "REST", *grpc]
 
 
 def _skill(skill: SkillConfig) -> AgentSkill:
@@ -205,7 +213,7 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
         create_jsonrpc_route(handler, shutdown_grace_period=grace),
         *create_rest_routes(handler, enable_v0_3_compat=True, shutdown_grace_period=grace),
     ]
-    middleware = [Middleware(RequestLog), Middleware(RequestMetrics, server=name)]
+    middleware = [Middleware(RequestLog), Middleware(RequestMetrics, server=name), Middleware(TraceRequests, server=name)]
     if config.server.cors is not None:  # off by default; before auth so that preflights are answered
         from starlette.middleware.cors import CORSMiddleware
 
@@ -234,6 +242,14 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
             sweep = asyncio.ensure_future(_sweep(store, name))
         if hasattr(agent_executor, "start"):
             await agent_executor.start()
+        grpc_server = None
+        if agent.grpc_port:
+            from mesh.serving.grpc import start_grpc
+
+            tls = ((config.base_dir / agent.tls.cert).read_bytes(), (config.base_dir / agent.tls.key).read_bytes()) \
+                if agent.tls else None
+            grpc_server = await start_grpc(handler, config.host_of(agent), agent.grpc_port, config.token_of(agent), tls)
+            log.info("agent %s: A2A gRPC on port %d", name, agent.grpc_port)
         log.info("agent %s ready at %s (%s)", name, config.url_of(name), ", ".join(protocols_of(config, name)))
         try:
             yield
@@ -241,6 +257,8 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
             if sweep is not None and not sweep.done():
                 sweep.cancel()
                 await asyncio.gather(sweep, return_exceptions=True)
+            if grpc_server is not None:
+                await grpc_server.stop(grace)
             if hasattr(agent_executor, "stop"):
                 await agent_executor.stop()
             running = set() if getattr(agent_executor, "resumes_tasks", False) else set(executor.task_ids)
