@@ -85,9 +85,10 @@ def test_a_corrupt_store_is_refused_in_one_line_an_empty_one_starts_empty(tmp_pa
     done = subprocess.run([MESH, "serve", "echo", "-c", str(config)], capture_output=True, text=True,
                           cwd=ROOT, env=mesh_env(), timeout=60)
     assert done.returncode != 0
-    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
-    assert len(lines) == 1, lines
-    assert str(db) in lines[0] and "move it aside" in lines[0], lines[0]
+    output = done.stdout + done.stderr
+    assert "Traceback" not in output, output
+    (line,) = [line for line in output.splitlines() if str(db) in line]
+    assert "not a readable SQLite database" in line and "move it aside" in line, line
 
     db.write_bytes(b"")
     process = serve(config, "echo", tmp_path / "empty.log")
