@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mesh.guard.enforcement import check_tool_result
 from mesh.serving.agents import AgentRuntime
 from mesh.serving.executor import AgentFailure, TaskAgent
-from mesh.telemetry import metrics
+from mesh.telemetry import metrics, tracing
 from mesh.tools.connections import ToolConnections
 
 
@@ -236,6 +236,11 @@ class ToolUser(TaskAgent):
 
     async def call(self, task: TaskUpdater, call: PlannedCall, step: int) -> Any:
         """Call one tool, publishing the call as a status update and the result as an artifact."""
+        with tracing.tracer().start_as_current_span(f"tool {call.tool}.{call.name}", attributes={
+                "mesh.tool": call.tool, "mesh.tool.name": call.name, "mesh.step": step}):
+            return await self._call(task, call, step)
+
+    async def _call(self, task: TaskUpdater, call: PlannedCall, step: int) -> Any:
         qualified = f"{call.tool}.{call.name}"
         await task.update_status(TaskState.TASK_STATE_WORKING, message=task.new_agent_message([
             new_text_part(f"calling {qualified} {json.dumps(call.arguments, ensure_ascii=False)}"),

@@ -20,6 +20,7 @@ from a2a.helpers import new_data_part, new_text_part
 from a2a.types import AgentCard, Message, Part, Role, SendMessageRequest
 
 from mesh.config import MeshConfig
+from mesh.telemetry.tracing import HTTPX_HOOKS
 
 
 @dataclass
@@ -62,6 +63,7 @@ def http_client(token: str | None = None, timeout: float | None = 60.0, verify: 
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return httpx.AsyncClient(
         http1=not h2c, http2=True, headers=headers, verify=verify,
+        event_hooks={kind: list(hooks) for kind, hooks in HTTPX_HOOKS.items()},
         timeout=httpx.Timeout(timeout, connect=10.0),
         limits=httpx.Limits(max_connections=20, max_keepalive_connections=20),
     )

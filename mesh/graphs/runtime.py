@@ -53,6 +53,8 @@ from a2a.types import (
 )
 from google.protobuf.json_format import MessageToDict, ParseDict
 from google.protobuf.struct_pb2 import Value
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
 from mesh.client import Target, fetch_card, http_client, open_client, resolve_target
 from mesh.client.connect import known_h2c
@@ -82,7 +84,7 @@ from mesh.pregel.functions import (
     resolve_combiner,
 )
 from mesh.pregel.vertex import send_pairs
-from mesh.telemetry import metrics
+from mesh.telemetry import metrics, tracing
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +261,18 @@ class RemoteCall:
         return [(name, resolve_target(config, name)) for name in order]
 
     async def __call__(self, call: VertexCall) -> VertexResult:
+        with tracing.tracer().start_as_current_span(
+            f"vertex {call.vertex_id}", kind=SpanKind.CLIENT,
+            attributes={"mesh.graph": self.graph, "mesh.vertex": call.vertex_id, "mesh.superstep": call.superstep},
+        ) as span:
+            result = await self._call(call)
+            if result.tokens is not None:
+                span.set_attribute("mesh.tokens", result.tokens)
+            if result.cost is not None:
+                span.set_attribute("mesh.cost", result.cost)
+            return result
+
+    async def _call(self, call: VertexCall) -> VertexResult:
         request = SendMessageRequest(message=inbox_message(call, self.graph, self.spec.instruction))
         candidates = self.targets()
         for index, (name, target) in enumerate(candidates):
@@ -384,8 +398,15 @@ class GraphRuntime:
                 if inspect.isawaitable(pending):
                     await pending
 
-        run = await self.engine(name).start(self.compiled(name), input, run_id=run_id, on_event=counted)
-        task = asyncio.get_running_loop().create_task(_count_run(name, run))
+        span = tracing.tracer().start_span(f"graph {name}", attributes={"mesh.graph": name})
+        with trace.use_span(span, end_on_exit=False):  # the run's task (and its vertex calls) starts inside this span
+            try:
+                run = await self.engine(name).start(self.compiled(name), input, run_id=run_id, on_event=counted)
+            except BaseException:
+                span.end()
+                raise
+        span.set_attribute("mesh.run_id", run.run_id)
+        task = asyncio.get_running_loop().create_task(_count_run(name, run, span))
         _counting.add(task)
         task.add_done_callback(_counting.discard)
         return run
@@ -446,11 +467,16 @@ def graph_problems(config: MeshConfig) -> list:
 _counting: set[asyncio.Task] = set()
 
 
-async def _count_run(graph: str, run: Run) -> None:
-    """Put a run's end and its per-edge figures into /metrics."""
+async def _count_run(graph: str, run: Run, span: Any) -> None:
+    """Put a run's end and its per-edge figures into /metrics, and end its span."""
+    status = "failed"
     try:
         result = await run.result()
+        status = result.status
+        span.set_attribute("mesh.supersteps", result.supersteps)
     except BaseException:  # noqa: BLE001 - a run that raised counts as failed
-        metrics.record_run(graph, "failed", list(run.figures.calls))
-        return
-    metrics.record_run(graph, result.status, list(run.figures.calls))
+        pass
+    finally:
+        span.set_attribute("mesh.status", status)
+        span.end()
+        metrics.record_run(graph, status, list(run.figures.calls))

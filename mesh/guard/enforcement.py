@@ -42,6 +42,7 @@ from a2a.types import (
     TaskStatusUpdateEvent,
 )
 from google.protobuf.json_format import MessageToDict
+from opentelemetry import trace
 
 from mesh.errors import GuardError
 from mesh.guard.client import GuardClient
@@ -55,7 +56,7 @@ from mesh.guard.verdicts import (
     check_of,
     record_verdict,
 )
-from mesh.telemetry import metrics
+from mesh.telemetry import metrics, tracing
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +77,20 @@ class Guard:
     async def decide(self, turns: Sequence[Turn], codes: Iterable[str] | None = None, what: str = "") -> Blocked | None:
         """None if the content may pass, else why it is blocked (the categories, or the guard's error)."""
         what = what or check_of(turns)
+        with tracing.tracer().start_as_current_span("guard check", attributes={"mesh.agent": self.agent,
+                                                                              "mesh.guard.what": what}) as span:
+            blocked = await self._decide(turns, codes, what)
+            span.set_attribute("mesh.guard.blocked", blocked is not None)
+            if blocked is not None:
+                span.set_attribute("mesh.guard.categories", list(blocked.codes))
+            return blocked
+
+    async def _decide(self, turns: Sequence[Turn], codes: Iterable[str] | None, what: str) -> Blocked | None:
+        span = trace.get_current_span()
         try:
             verdict = await self.classifier.classify(turns)
         except GuardError as exc:
+            span.set_attribute("mesh.guard.error", str(exc)[:200])
             if self.policy.on_error == "allow":
                 log.warning("agent %s: guard unavailable, %s allowed (on_error: allow): %s", self.agent, what, exc)
                 return None
@@ -87,6 +99,8 @@ class Guard:
             return Blocked(f"The guard could not check the {what} ({exc}); "
                            "it is blocked because the guard policy fails closed (on_error: block).", [], unsafe=False)
         record_verdict(verdict, sum(len(t.content) for t in turns), where=f"agent={self.agent} {what}")
+        span.set_attributes({"mesh.guard.safe": verdict.safe, "mesh.guard.verdict_categories": list(verdict.codes),
+                             "mesh.guard.backend": verdict.backend, "mesh.guard.cached": verdict.cached})
         blocked = self.policy.blocking(verdict, codes)
         if not blocked:
             return None

@@ -9,9 +9,13 @@ mesh), ``agents`` (other agents, callable as tools over A2A) and
   store: each one's user text and answer) and the new message to the model,
   with the tools offered;
 - the model's text streams to the client as chunks of the artifact
-  ``answer``; each tool call it asks for is a ``working`` status update
+  ``answer`` (appended pieces, then the whole text as the last chunk, which
+  replaces them); each tool call it asks for is a ``working`` status update
   (tool and arguments) and its result an artifact named after the tool,
   checked by the guard's tool check before the model sees it;
+- an answer that is one JSON object with a ``pregel`` key (a planner's
+  sends, mutations, halt) is also given as a data part (artifact ``control``),
+  which the coordinator obeys when the graph marks the vertex ``control: true``;
 - usage goes into the task's metadata as ``usage: {tokens, cost,
   prompt_tokens, completion_tokens, model_calls}``, which the coordinator
   reads for its per-edge figures.
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -45,6 +50,7 @@ log = logging.getLogger(__name__)
 
 ANSWER = "answer"
 HISTORY_TASKS = 20  # earlier tasks of a context replayed to the model
+STREAM_INTERVAL = 0.05  # seconds between streamed chunks of an answer
 
 
 def _entry(runtime: AgentRuntime):
@@ -107,6 +113,9 @@ class LLMAgent(TaskAgent):
             for round_ in range(self.entry.max_steps):
                 reply = await self._round(task, messages, tools, round_, usage)
                 if not reply.tool_calls:
+                    control = control_part(reply.text)
+                    if control is not None:  # a planner's answer: the graph runtime reads it (from trusted vertices only)
+                        await task.add_artifact([new_data_part(control)], name="control")
                     await self._finish(task, usage)
                     return
                 messages.append({"role": "assistant", "content": reply.text or None, "tool_calls": [
@@ -129,10 +138,22 @@ class LLMAgent(TaskAgent):
         """One model round trip, its text streamed as chunks of an ``answer`` artifact."""
         artifact_id = f"answer-{uuid.uuid4().hex[:12]}"
         sent = False
+        pending: list[str] = []
+        last = time.monotonic()
 
         async def on_text(piece: str) -> None:
-            nonlocal sent
-            await task.add_artifact([new_text_part(piece)], artifact_id=artifact_id, name=ANSWER, append=sent,
+            # Pieces go out at most every STREAM_INTERVAL: one event per token would cost a task-store
+            # write and a guard window each, and an answer complete within the interval is one event
+            # (the last chunk, which carries the whole text anyway).
+            nonlocal sent, last
+            pending.append(piece)
+            now = time.monotonic()
+            if now - last < STREAM_INTERVAL:
+                return
+            text = "".join(pending)
+            pending.clear()
+            last = now
+            await task.add_artifact([new_text_part(text)], artifact_id=artifact_id, name=ANSWER, append=sent,
                                     last_chunk=False, metadata=None if sent else {"round": round_ + 1})
             sent = True
 
@@ -146,7 +167,10 @@ class LLMAgent(TaskAgent):
         if reply.cost is not None:
             usage["cost"] = (usage["cost"] or 0.0) + reply.cost
         if sent:
-            await task.add_artifact([new_text_part("")], artifact_id=artifact_id, name=ANSWER, append=True, last_chunk=True)
+            # The streamed pieces are parts of one artifact; the last chunk replaces them with the whole
+            # text as one part, so the stored task (and every reader joining parts) holds the text as written.
+            await task.add_artifact([new_text_part(reply.text)], artifact_id=artifact_id, name=ANSWER, append=False,
+                                    last_chunk=True, metadata={"round": round_ + 1})
         elif not reply.tool_calls:
             await task.add_artifact([new_text_part(reply.text)], artifact_id=artifact_id, name=ANSWER, last_chunk=True)
         return reply
@@ -224,6 +248,21 @@ class LLMAgent(TaskAgent):
                 turns.append({"role": "user", "content": asked[0]})
                 turns.append({"role": "assistant", "content": answers[-1]})
         return turns
+
+
+def control_part(text: str) -> dict | None:
+    """The answer as a Pregel control part, when it is one JSON object with a "pregel" key (code fences allowed)."""
+    body = text.strip()
+    if body.startswith("```"):
+        body = body.split("\n", 1)[1] if "\n" in body else ""
+        body = body.rsplit("```", 1)[0]
+    if not body.lstrip().startswith("{"):
+        return None
+    try:
+        value = json.loads(body)
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) and isinstance(value.get("pregel"), dict) else None
 
 
 def _usage_line(usage: dict) -> str:

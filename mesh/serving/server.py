@@ -16,6 +16,7 @@ from mesh.config import MeshConfig
 from mesh.errors import PortInUse, ServeError  # noqa: F401 - re-exported
 from mesh.serving import h2streams
 from mesh.serving.app import build_app
+from mesh.telemetry.tracing import setup_tracing
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,8 @@ async def serve_asgi(
 async def serve_agent(config: MeshConfig, name: str) -> None:
     """Serve one local agent of ``config`` until a signal stops it."""
     agent = config.agent(name)
+    traces = setup_tracing(name, config.base_dir / config.state.dir)
+    log.info("agent %s: traces to %s", name, traces)
     app = build_app(config, name)  # errors in mesh.yaml or the module surface before the port is bound
     tls = agent.tls
     await serve_asgi(

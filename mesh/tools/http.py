@@ -88,6 +88,7 @@ def http_app(server: MCPServer, *, host: str, token: str | None = None, realm: s
 
     from mesh.serving.middleware import BearerAuth, BodyLimit, RequestLog
     from mesh.telemetry.metrics import METRICS_PATH, RequestMetrics, metrics_endpoint
+    from mesh.telemetry.tracing import TraceRequests
 
     @server.custom_route(HEALTH_PATH, methods=["GET"])
     async def health(request: Request) -> JSONResponse:
@@ -105,7 +106,7 @@ def http_app(server: MCPServer, *, host: str, token: str | None = None, realm: s
     app = BodyLimit(app, limit=max_body_bytes)
     if token:
         app = BearerAuth(app, token=token, realm=realm, public_paths=(HEALTH_PATH,))
-    return RequestLog(RequestMetrics(app, server=realm))
+    return RequestLog(RequestMetrics(TraceRequests(app, server=realm), server=realm))
 
 
 async def serve_http(server: MCPServer, *, what: str, host: str, port: int, token: str | None = None,
@@ -114,6 +115,9 @@ async def serve_http(server: MCPServer, *, what: str, host: str, port: int, toke
     """Serve ``server`` over streamable HTTP with hypercorn (HTTP/1.1 + h2c) until SIGINT/SIGTERM."""
     from mesh.serving.server import serve_asgi
 
+    from mesh.telemetry.tracing import setup_tracing
+
+    setup_tracing(what)
     app = http_app(server, host=host, token=token, realm=what, public_hosts=public_hosts,
                    max_body_bytes=max_body_bytes, json_response=json_response)
     shown = bracketed(host if host not in _WILDCARD_HOSTS else socket.getfqdn())

@@ -21,7 +21,7 @@ def models():
 def mesh(tmp_path_factory, models):
     openai, ollama = models
     directory = tmp_path_factory.mktemp("llm")
-    ports = free_ports(6)
+    ports = free_ports(8)
     config = write_mesh(directory, agents={
         "echo": {"module": "agents.echo", "port": ports[0]},
         "writer": {"port": ports[1], "llm": {"provider": "openai", "base_url": openai.url, "model": "fake-model",
@@ -32,7 +32,15 @@ def mesh(tmp_path_factory, models):
                   "description": "Answers with a local model", "tools": ["calc"]},
         "missing": {"port": ports[3], "llm": {"provider": "openai", "base_url": f"http://127.0.0.1:{ports[5]}/v1",
                                               "model": "qwen3-8b", "retries": 0}},
-    }, tools={"calc": {"module": "mcp_tools.calculator", "transport": "http", "port": ports[4]}})
+        "coordinator": {"module": "agents.coordinator", "port": ports[6]},
+    }, tools={"calc": {"module": "mcp_tools.calculator", "transport": "http", "port": ports[4]}},
+        graphs={"llm_plan": {
+            "description": "An LLM planner adds a vertex per job at the barrier",
+            "entry": "planner", "outputs": ["report"],
+            "vertices": [{"id": "planner", "kind": "agent", "agent": "writer", "control": True,
+                          "instruction": "Plan: answer with a pregel control object."},
+                         {"id": "report", "kind": "python", "function": "agents.graph_steps:report"}],
+            "limits": {"max_supersteps": 6, "vertex_timeout_seconds": 30, "retries": 0}}})
     with MeshUp(config, env={"TEST_LLM_KEY": "sk-test-1"}) as run:
         run.wait_ready()
         run.loaded = load_config(config, {"TEST_LLM_KEY": "sk-test-1"})
@@ -66,13 +74,17 @@ def test_the_card_comes_from_the_entry(mesh):
 
 def test_tokens_stream_as_chunks_and_usage_lands_in_the_metadata(mesh, models):
     openai, _ = models
-    openai.script = [say("Paris is the capital of France.", chunks=5, prompt_tokens=40, completion_tokens=8, cost=0.0021)]
+    openai.script = [say("Paris is the capital of France.", chunks=5, prompt_tokens=40, completion_tokens=8, cost=0.0021,
+                         delay=0.08)]
     sent_before = len(openai.requests)
     events = a2a_stream(url(mesh, "writer"), "capital of France?")
     assert final(events)["state"] == "completed"
     chunks = artifact_chunks(events, "answer")
-    assert len(chunks) >= 5 and "".join(p["text"] for c in chunks for p in c["artifact"]["parts"]) == "Paris is the capital of France."
-    assert any(c.get("append") for c in chunks) and chunks[-1].get("lastChunk") is True
+    *pieces, last = chunks
+    assert len(pieces) >= 5 and all(c.get("append") for c in pieces[1:])
+    assert "".join(p["text"] for c in pieces for p in c["artifact"]["parts"]) == "Paris is the capital of France."
+    assert last.get("lastChunk") is True and not last.get("append")  # the whole text replaces the pieces
+    assert last["artifact"]["parts"] == [{"kind": "text", "text": "Paris is the capital of France."}]
     request = openai.requests[sent_before]
     assert request["messages"][0] == {"role": "system", "content": "You write short answers. Use the tools."}
     assert request["messages"][-1] == {"role": "user", "content": "capital of France?"}
@@ -122,7 +134,7 @@ def test_ollama_agent_with_a_tool(mesh, models):
     sent_before = len(ollama.requests)
     events = a2a_stream(url(mesh, "local"), "2^10?")
     assert final(events)["state"] == "completed"
-    assert "".join(p["text"] for c in artifact_chunks(events, "answer") for p in c["artifact"]["parts"]) == "1024"
+    assert artifact_chunks(events, "answer")[-1]["artifact"]["parts"][0]["text"] == "1024"
     tool_message = [m for m in ollama.requests[sent_before + 1]["messages"] if m["role"] == "tool"][0]
     assert tool_message["tool_name"] == "calc__calculate" and "1024" in tool_message["content"]
 
@@ -155,3 +167,35 @@ def test_unreachable_model_fails_the_task_and_mesh_ls_says_so(mesh):
     assert " llm " in row and "yes; model not reachable" in row
     writer = next(line for line in listed.stdout.splitlines() if line.startswith("writer "))
     assert "model not reachable" not in writer
+
+
+PLAN = {"pregel": {
+    "output": "planned 2 jobs",
+    "send": {"job1": "first job", "job2": "second job"},
+    "mutations": [
+        {"op": "add_vertex", "vertex": {"id": "job1", "kind": "agent", "agent": "echo"}},
+        {"op": "add_vertex", "vertex": {"id": "job2", "kind": "agent", "agent": "local"}},
+        {"op": "add_edge", "from": "planner", "to": "job1"}, {"op": "add_edge", "from": "planner", "to": "job2"},
+        {"op": "add_edge", "from": "job1", "to": "report"}, {"op": "add_edge", "from": "job2", "to": "report"},
+    ]}}
+
+
+def test_an_llm_planner_grows_the_graph_at_the_barrier_with_tokens_and_cost_per_edge(mesh, models):
+    openai, ollama = models
+    openai.script = [say("```json\n" + json.dumps(PLAN) + "\n```", chunks=4, prompt_tokens=120, completion_tokens=60, cost=0.004)]
+    ollama.script = [say("second job done", prompt_tokens=9, completion_tokens=3)]
+    sent_before = len(openai.requests)
+    result = run_cli("run", "llm_plan", "two jobs please", "--json", "-c", str(mesh.path),
+                     env={"TEST_LLM_KEY": "sk-test-1"}, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    data = next(p["data"] for e in events if "artifactUpdate" in e and e["artifactUpdate"]["artifact"]["name"] == "result"
+                for p in e["artifactUpdate"]["artifact"]["parts"] if "data" in p)
+    assert data["status"] == "done"
+    assert "Plan: answer with a pregel control object." in json.dumps(openai.requests[sent_before]["messages"])
+    report = json.dumps(data["outputs"]["report"])
+    assert "first job" in report and "second job done" in report  # both added vertices ran and reached the report
+    figures = data["figures"]
+    assert figures["vertices"]["planner"]["tokens"] == 180 and figures["vertices"]["planner"]["cost"] == pytest.approx(0.004)
+    # the planner's sends are direct messages; the edges it added carry each LLM vertex's usage
+    assert figures["edges"]["job2 -> report"]["tokens"] == 12 and figures["edges"]["job1 -> report"]["tokens"] is None

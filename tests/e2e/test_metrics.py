@@ -34,7 +34,7 @@ def test_counters_move_with_a_graph_run(tmp_path):
     }, graphs={"pair": {"entry": "a", "vertices": [{"id": "a", "kind": "agent", "agent": "fast"},
                                                     {"id": "b", "kind": "agent", "agent": "fast"}],
                         "edges": ["a -> b"]}})
-    with MeshUp(config) as up:
+    with MeshUp(config, env={"OTEL_BSP_SCHEDULE_DELAY": "100"}) as up:
         up.wait_ready()
         before = {name: scrape(port) for name, port in zip(("coordinator", "fast"), ports)}
         result = run_cli("run", "pair", "hello", "--json", "-c", str(config), timeout=60)
@@ -69,3 +69,7 @@ def test_counters_move_with_a_graph_run(tmp_path):
     scrape_config = yaml.safe_load(run_cli("ls", "--prometheus", "-c", str(config)).stdout)
     targets = {job["static_configs"][0]["targets"][0] for job in scrape_config["scrape_configs"]}
     assert targets == {f"127.0.0.1:{ports[0]}", f"127.0.0.1:{ports[1]}"}
+    # with no OTLP endpoint, the spans are kept locally, one JSON line each, under the state dir
+    (spans_file,) = tmp_path.glob("**/traces/coordinator.jsonl")
+    spans = [json.loads(line) for line in spans_file.read_text().splitlines()]
+    assert any(s["name"] == "graph pair" and s["attributes"]["mesh.status"] == "done" for s in spans)

@@ -13,7 +13,7 @@ servers do for the calls the agent makes, and record what they were sent:
   line), ``POST /api/show``; errors as ``{"error": "..."}``.
 
 Each chat request takes the next scripted step (``say``, ``call``, ``fail``,
-``HANG``); with none left the model says ``ok``. A model that is not in
+``HANG``); with none left the model says ``default`` (``ok``). A model that is not in
 ``models`` is answered as the real server answers an unknown model, and with
 ``tools_supported=False`` a request that offers tools is refused as vLLM and
 Ollama refuse it. Both run in a thread of their own (``with``) for tests
@@ -43,9 +43,9 @@ HANG = {"hang": True}
 
 
 def say(text: str, chunks: int = 3, prompt_tokens: int = 11, completion_tokens: int | None = None,
-        cost: float | None = None) -> dict:
-    """The model answers ``text``, streamed in about ``chunks`` pieces."""
-    return {"text": text, "chunks": chunks, "prompt_tokens": prompt_tokens,
+        cost: float | None = None, delay: float = 0.0) -> dict:
+    """The model answers ``text``, streamed in about ``chunks`` pieces, ``delay`` seconds apart."""
+    return {"text": text, "chunks": chunks, "delay": delay, "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens if completion_tokens is not None else max(len(text.split()), 1),
             "cost": cost, "tool_calls": []}
 
@@ -66,6 +66,7 @@ class _FakeServer:
         self.models = None if models is None else set(models)
         self.tools_supported = tools_supported
         self.script: list[dict] = []
+        self.default = say("ok")  # the reply when the script is empty
         self.requests: list[dict] = []
         self.headers: list[dict] = []
         self.port = free_port()
@@ -77,7 +78,7 @@ class _FakeServer:
 
     def next_step(self, body: dict) -> dict:
         self.requests.append(body)
-        return self.script.pop(0) if self.script else say("ok")
+        return self.script.pop(0) if self.script else self.default
 
     def routes(self) -> list[Route]:
         raise NotImplementedError
@@ -197,6 +198,8 @@ class FakeOpenAI(_FakeServer):
         async def events():
             yield chunk({"role": "assistant", "content": ""})
             for piece in _pieces(step["text"], step["chunks"]):
+                if step.get("delay"):
+                    await asyncio.sleep(step["delay"])
                 yield chunk({"content": piece})
             for c in calls:  # the name first, then the arguments in two pieces, as servers stream them
                 arguments = c["function"]["arguments"]
@@ -259,6 +262,8 @@ class FakeOllama(_FakeServer):
 
         async def lines():
             for piece in _pieces(step["text"], step["chunks"]):
+                if step.get("delay"):
+                    await asyncio.sleep(step["delay"])
                 yield json.dumps({"model": model, "created_at": now, "message": {"role": "assistant", "content": piece},
                                   "done": False}) + "\n"
             if calls:
@@ -267,3 +272,14 @@ class FakeOllama(_FakeServer):
             yield json.dumps(final) + "\n"
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+if __name__ == "__main__":  # a server of its own, for benchmarks: python -m tests.support.fake_models openai|ollama WORDS
+    import sys
+
+    server = FakeOpenAI() if sys.argv[1] == "openai" else FakeOllama()
+    words = int(sys.argv[2]) if len(sys.argv) > 2 else 20
+    server.default = say(" ".join(f"w{i}" for i in range(words)), chunks=words, prompt_tokens=50, completion_tokens=words)
+    with server:
+        print(server.url, flush=True)
+        sys.stdin.read()  # until the parent closes stdin

@@ -1,0 +1,169 @@
+"""OpenTelemetry tracing of one mesh process: the tracer provider, W3C traceparent in and out, server and client spans.
+
+A process of ``mesh up`` (agent or HTTP tool server) calls ``setup_tracing``
+once. Spans go over OTLP/HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or
+``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) is set, else as JSON lines to
+``<state dir>/traces/<service>.jsonl`` so they can be read with no collector.
+``OTEL_SDK_DISABLED=true`` switches tracing off. Spans carry names, ids,
+timings and attributes (methods, states, verdicts, categories), never the
+content of messages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+TRACER_NAME = "mesh"
+_configured = False
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer(TRACER_NAME)
+
+
+def tracing_enabled() -> bool:
+    return os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() != "true"
+
+
+def setup_tracing(service: str, state_dir: Path | None = None) -> str:
+    """Install this process's tracer provider; returns where spans go (for the log)."""
+    global _configured
+    if _configured or not tracing_enabled():
+        return "off" if not tracing_enabled() else "already set up"
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        exporter: Any = OTLPSpanExporter()  # reads the OTEL_EXPORTER_OTLP_* variables itself
+        where = f"OTLP/HTTP {exporter._endpoint}"
+    else:
+        path = (state_dir or Path(".mesh")) / "traces" / f"{service.replace('/', '_').replace(' ', '_')}.jsonl"
+        exporter = JsonLinesExporter(path)
+        where = str(path)
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    _configured = True
+    return where
+
+
+class JsonLinesExporter:
+    """A span exporter that appends one JSON object per span to a file (the local store read by the console)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def export(self, spans: Sequence[Any]) -> Any:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        lines = [json.dumps(span_dict(span), separators=(",", ":")) for span in spans]
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._lock, self.path.open("a", encoding="utf-8") as out:
+                out.write("\n".join(lines) + "\n")
+        except OSError:
+            return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def span_dict(span: Any) -> dict[str, Any]:
+    """A finished SDK span as JSON: ids in hex, times in ns since the epoch, attributes, status."""
+    parent = span.parent
+    return {
+        "trace_id": f"{span.context.trace_id:032x}",
+        "span_id": f"{span.context.span_id:016x}",
+        "parent_span_id": f"{parent.span_id:016x}" if parent is not None else None,
+        "name": span.name,
+        "kind": span.kind.name,
+        "service": span.resource.attributes.get("service.name"),
+        "start_ns": span.start_time,
+        "end_ns": span.end_time,
+        "attributes": dict(span.attributes or {}),
+        "status": span.status.status_code.name,
+    }
+
+
+# -- HTTP: server spans (traceparent in), client spans (traceparent out) ----------------------------
+
+
+class TraceRequests:
+    """ASGI middleware: a SERVER span per HTTP request, child of the caller's ``traceparent`` when it sent one."""
+
+    def __init__(self, app: ASGIApp, server: str) -> None:
+        self.app = app
+        self.server = server
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in ("/metrics", "/health"):
+            await self.app(scope, receive, send)
+            return
+        carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
+                   if k in (b"traceparent", b"tracestate")}
+        parent = propagate.extract(carrier) if carrier else None
+        status = 0
+
+        async def traced_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        with tracer().start_as_current_span(
+            f"{self.server} {scope['method']} {scope['path']}", context=parent, kind=SpanKind.SERVER,
+            attributes={"mesh.server": self.server, "http.request.method": scope["method"], "url.path": scope["path"]},
+        ) as span:
+            try:
+                await self.app(scope, receive, traced_send)
+            finally:
+                rpc = scope.get("mesh.rpc_method")
+                if rpc:
+                    span.update_name(f"{self.server} {rpc}")
+                    span.set_attribute("rpc.method", rpc)
+                span.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    span.set_status(Status(StatusCode.ERROR))
+
+
+async def _start_client_span(request: Any) -> None:
+    if not tracing_enabled():
+        return
+    span = tracer().start_span(f"{request.method} {request.url.host}:{request.url.port}{request.url.path}",
+                               kind=SpanKind.CLIENT,
+                               attributes={"http.request.method": request.method, "url.full": str(request.url)})
+    request.extensions["mesh.span"] = span
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=trace.set_span_in_context(span))
+    for key, value in carrier.items():
+        request.headers[key] = value
+
+
+async def _end_client_span(response: Any) -> None:
+    span = response.request.extensions.pop("mesh.span", None)
+    if span is not None:
+        span.set_attribute("http.response.status_code", response.status_code)
+        if response.status_code >= 500:
+            span.set_status(Status(StatusCode.ERROR))
+        span.end()
+
+
+# httpx event hooks for the mesh's clients: a CLIENT span per request, its traceparent sent along.
+HTTPX_HOOKS = {"request": [_start_client_span], "response": [_end_client_span]}
