@@ -39,8 +39,8 @@ from mesh.serving.numbers import IntegralNumbers
 from mesh.serving.push import open_push
 from mesh.serving.store import fail_unfinished_tasks, open_task_store, table_name
 from mesh.serving.versions import VersionNegotiation
-from mesh.telemetry.metrics import METRICS_PATH, RequestMetrics, metrics_endpoint
-from mesh.telemetry.tracing import TraceRequests
+from mesh.telemetry.metrics import METRICS_PATH, RequestMetrics, metrics_enabled, metrics_endpoint
+from mesh.telemetry.tracing import TraceRequests, tracing_enabled
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,11 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
         create_jsonrpc_route(handler, shutdown_grace_period=grace),
         *create_rest_routes(handler, enable_v0_3_compat=True, shutdown_grace_period=grace),
     ]
-    middleware = [Middleware(RequestLog), Middleware(RequestMetrics, server=name), Middleware(TraceRequests, server=name)]
+    middleware = [Middleware(RequestLog)]
+    if metrics_enabled():
+        middleware.append(Middleware(RequestMetrics, server=name))
+    if tracing_enabled():
+        middleware.append(Middleware(TraceRequests, server=name))
     if config.server.cors is not None:  # off by default; before auth so that preflights are answered
         from starlette.middleware.cors import CORSMiddleware
 
