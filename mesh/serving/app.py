@@ -39,8 +39,8 @@ from mesh.serving.numbers import IntegralNumbers
 from mesh.serving.push import open_push
 from mesh.serving.store import fail_unfinished_tasks, open_task_store, table_name
 from mesh.serving.versions import VersionNegotiation
-from mesh.telemetry.metrics import METRICS_PATH, RequestMetrics, metrics_endpoint
-from mesh.telemetry.tracing import TraceRequests
+from mesh.telemetry.metrics import METRICS_PATH, RequestMetrics, metrics_enabled, metrics_endpoint
+from mesh.telemetry.tracing import TraceRequests, tracing_enabled
 
 log = logging.getLogger(__name__)
 
@@ -99,13 +99,13 @@ def build_cards(config: MeshConfig, name: str, card: AgentCard) -> tuple[AgentCa
     return card, extended
 
 
-def card_routes(card: AgentCard, max_age: int, built_at: float) -> list[Route]:
+def card_routes(card: AgentCard, max_age: int, built_at: float, default: str = "0.3") -> list[Route]:
     """The card at the well-known path and the legacy one, with Cache-Control, ETag and Last-Modified.
 
     The card each client can read: a request saying ``A2A-Version: 1.x`` (header, or the
     ``?A2A-Version=`` query parameter) gets the 1.0 card (1.0 interfaces only, valid against the
-    1.0 schema); any other (0.3, or no version: the spec reads a missing version as 0.3) gets the
-    card with the 0.3 fields (``url``, ``protocolVersion``, ...) that 0.3 clients require.
+    1.0 schema); 0.3 gets the card with the 0.3 fields (``url``, ``protocolVersion``, ...) that 0.3
+    clients require; no version gets the ``default`` one (``server.card_default``).
     """
     last_modified = formatdate(built_at, usegmt=True)
     v10 = AgentCard()
@@ -120,7 +120,7 @@ def card_routes(card: AgentCard, max_age: int, built_at: float) -> list[Route]:
         (route10,) = create_agent_card_routes(v10, card_url=path, cache_control=f"public, max-age={max_age}")
 
         async def endpoint(request: Request, sdk_endpoint=route.endpoint, sdk_endpoint10=route10.endpoint):
-            version = request.headers.get("a2a-version", "")  # the query parameter is copied here (versions.py)
+            version = request.headers.get("a2a-version", "").strip() or default  # ?A2A-Version= is copied here (versions.py)
             response = await (sdk_endpoint10 if version.strip().startswith("1.") else sdk_endpoint)(request)
             response.headers["Last-Modified"] = last_modified
             response.headers["Vary"] = "A2A-Version"
@@ -198,11 +198,15 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
     routes = [
         Route(HEALTH_PATH, health, methods=["GET"]),
         Route(METRICS_PATH, metrics_endpoint, methods=["GET"]),
-        *card_routes(public_card, config.server.card_max_age, started),
+        *card_routes(public_card, config.server.card_max_age, started, config.server.card_default),
         create_jsonrpc_route(handler, shutdown_grace_period=grace),
         *create_rest_routes(handler, enable_v0_3_compat=True, shutdown_grace_period=grace),
     ]
-    middleware = [Middleware(RequestLog), Middleware(RequestMetrics, server=name), Middleware(TraceRequests, server=name)]
+    middleware = [Middleware(RequestLog)]
+    if metrics_enabled():
+        middleware.append(Middleware(RequestMetrics, server=name))
+    if tracing_enabled():
+        middleware.append(Middleware(TraceRequests, server=name))
     if config.server.cors is not None:  # off by default; before auth so that preflights are answered
         from starlette.middleware.cors import CORSMiddleware
 

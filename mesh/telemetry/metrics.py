@@ -9,6 +9,7 @@ scrape config for a mesh).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -49,6 +50,11 @@ EDGE_SECONDS = Histogram(
 )
 EDGE_TOKENS = Counter("mesh_graph_edge_tokens", "Tokens reported by the calls behind an edge's messages", ["graph", "edge"])
 EDGE_COST = Counter("mesh_graph_edge_cost", "Cost reported by the calls behind an edge's messages", ["graph", "edge"])
+
+
+def metrics_enabled() -> bool:
+    """False when MESH_METRICS=off: no request metrics middleware (for the overhead benchmark)."""
+    return os.environ.get("MESH_METRICS", "on").strip().lower() not in ("off", "false", "0")
 
 
 def _binding(path: str) -> str:

@@ -21,7 +21,7 @@ def models():
 def mesh(tmp_path_factory, models):
     openai, ollama = models
     directory = tmp_path_factory.mktemp("llm")
-    ports = free_ports(8)
+    ports = free_ports(10)
     config = write_mesh(directory, agents={
         "echo": {"module": "agents.echo", "port": ports[0]},
         "writer": {"port": ports[1], "llm": {"provider": "openai", "base_url": openai.url, "model": "fake-model",
@@ -33,6 +33,9 @@ def mesh(tmp_path_factory, models):
         "missing": {"port": ports[3], "llm": {"provider": "openai", "base_url": f"http://127.0.0.1:{ports[5]}/v1",
                                               "model": "qwen3-8b", "retries": 0}},
         "coordinator": {"module": "agents.coordinator", "port": ports[6]},
+        "guard": {"module": "agents.guard", "port": ports[7], "settings": {"backend": "embedded"}},
+        "guarded": {"port": ports[8], "llm": {"provider": "openai", "base_url": openai.url, "model": "fake-model", "retries": 0},
+                    "guard": {"check": ["input", "output"]}},
     }, tools={"calc": {"module": "mcp_tools.calculator", "transport": "http", "port": ports[4]}},
         graphs={"llm_plan": {
             "description": "An LLM planner adds a vertex per job at the barrier",
@@ -40,7 +43,9 @@ def mesh(tmp_path_factory, models):
             "vertices": [{"id": "planner", "kind": "agent", "agent": "writer", "control": True,
                           "instruction": "Plan: answer with a pregel control object."},
                          {"id": "report", "kind": "python", "function": "agents.graph_steps:report"}],
-            "limits": {"max_supersteps": 6, "vertex_timeout_seconds": 30, "retries": 0}}})
+            "limits": {"max_supersteps": 6, "vertex_timeout_seconds": 30, "retries": 0}}},
+        # Only the `guarded` agent is guarded (input and streamed output, by the embedded classifier).
+        guard={"agent": "guard", "check": [], "tool_block": []})
     with MeshUp(config, env={"TEST_LLM_KEY": "sk-test-1"}) as run:
         run.wait_ready()
         run.loaded = load_config(config, {"TEST_LLM_KEY": "sk-test-1"})
@@ -199,3 +204,16 @@ def test_an_llm_planner_grows_the_graph_at_the_barrier_with_tokens_and_cost_per_
     assert figures["vertices"]["planner"]["tokens"] == 180 and figures["vertices"]["planner"]["cost"] == pytest.approx(0.004)
     # the planner's sends are direct messages; the edges it added carry each LLM vertex's usage
     assert figures["edges"]["job2 -> report"]["tokens"] == 12 and figures["edges"]["job1 -> report"]["tokens"] is None
+
+
+def test_behind_the_guard_a_streamed_answer_passes_and_a_model_error_fails_the_task(mesh, models):
+    openai, _ = models
+    openai.script = [say("Rivers flow downhill because of gravity.", chunks=4, delay=0.06)]
+    events = a2a_stream(url(mesh, "guarded"), "why do rivers flow downhill?")
+    assert final(events)["state"] == "completed", final(events)
+    assert artifact_chunks(events, "answer")[-1]["artifact"]["parts"][0]["text"] == "Rivers flow downhill because of gravity."
+    assert openai.requests[-1]["messages"][-1]["content"] == "why do rivers flow downhill?"
+    openai.script = [fail(503, "upstream overloaded")]
+    status = final(a2a_stream(url(mesh, "guarded"), "and lakes?"))
+    # Failed either way; whether the error text reaches the client unblocked is the guard's part (see the README).
+    assert status["state"] == "failed"
