@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -37,7 +38,7 @@ from mesh.serving.jsonrpc import create_jsonrpc_route
 from mesh.serving.middleware import Admission, BearerAuth, BodyLimit, RequestLog
 from mesh.serving.numbers import IntegralNumbers
 from mesh.serving.push import open_push
-from mesh.serving.store import fail_unfinished_tasks, open_task_store, table_name
+from mesh.serving.store import SQLiteTaskStore, fail_unfinished_tasks, open_task_store, table_name
 from mesh.serving.versions import VersionNegotiation
 from mesh.telemetry.metrics import METRICS_PATH, RequestMetrics, metrics_enabled, metrics_endpoint
 from mesh.telemetry.tracing import TraceRequests, tracing_enabled
@@ -148,6 +149,16 @@ def _skill(skill: SkillConfig) -> AgentSkill:
     )
 
 
+async def _sweep(store: SQLiteTaskStore, name: str) -> None:
+    try:
+        stale = await store.sweep_unfinished(INTERRUPTED_BY_RESTART)
+    except Exception:  # serving goes on; the next start sweeps again
+        log.exception("agent %s: could not mark the unfinished tasks of a previous run as failed", name)
+        return
+    if stale:
+        log.warning("agent %s: marked %d unfinished tasks of a previous run as failed", name, stale)
+
+
 def build_app(config: MeshConfig, name: str) -> Starlette:
     """The Starlette app of agent ``name``: card, health, JSON-RPC (1.0 + 0.3) and REST, with the mesh's middleware."""
     agent = config.agent(name)
@@ -227,12 +238,12 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
         await store.initialize()
-        if not config.state.database and not getattr(agent_executor, "resumes_tasks", False):
+        sweep = None
+        if isinstance(store, SQLiteTaskStore) and not getattr(agent_executor, "resumes_tasks", False):
             # The SQLite file is this agent's alone: anything left unfinished
-            # belongs to a previous process of it that died.
-            stale = await fail_unfinished_tasks(store, INTERRUPTED_BY_RESTART)
-            if stale:
-                log.warning("agent %s: marked %d unfinished tasks of a previous run as failed", name, len(stale))
+            # belongs to a previous process of it that died. Swept in the
+            # background: a store that grew during an incident must not hold up serving.
+            sweep = asyncio.ensure_future(_sweep(store, name))
         if hasattr(agent_executor, "start"):
             await agent_executor.start()
         grpc_server = None
@@ -247,6 +258,9 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
         try:
             yield
         finally:
+            if sweep is not None and not sweep.done():
+                sweep.cancel()
+                await asyncio.gather(sweep, return_exceptions=True)
             if grpc_server is not None:
                 await grpc_server.stop(grace)
             if hasattr(agent_executor, "stop"):
