@@ -122,6 +122,9 @@ class ServerConfig(Strict):
     # answered on the endpoint; listing "0.3" adds the 0.3 card fields (url,
     # protocolVersion...) that 0.3 clients need, which a strict 1.0 schema refuses.
     card_versions: list[Literal["1.0", "0.3"]] = Field(["1.0", "0.3"], min_length=1)
+    # The card a request that names no A2A version gets (one with A2A-Version gets its own):
+    # "0.3" (default) the card with the 0.3 fields that headerless 0.3 clients need, "1.0" the strict 1.0 card.
+    card_default: Literal["1.0", "0.3"] = "0.3"
     cors: CorsConfig | None = None
     push: PushConfig = PushConfig()
     # Hostile traffic (README: Reliability): requests at work at once per agent process (503 beyond),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -37,7 +38,7 @@ from mesh.serving.jsonrpc import create_jsonrpc_route
 from mesh.serving.middleware import Admission, BearerAuth, BodyLimit, RequestLog
 from mesh.serving.numbers import IntegralNumbers
 from mesh.serving.push import open_push
-from mesh.serving.store import fail_unfinished_tasks, open_task_store, table_name
+from mesh.serving.store import SQLiteTaskStore, fail_unfinished_tasks, open_task_store, table_name
 from mesh.serving.versions import VersionNegotiation
 from mesh.telemetry.metrics import METRICS_PATH, RequestMetrics, metrics_enabled, metrics_endpoint
 from mesh.telemetry.tracing import TraceRequests, tracing_enabled
@@ -99,13 +100,13 @@ def build_cards(config: MeshConfig, name: str, card: AgentCard) -> tuple[AgentCa
     return card, extended
 
 
-def card_routes(card: AgentCard, max_age: int, built_at: float) -> list[Route]:
+def card_routes(card: AgentCard, max_age: int, built_at: float, default: str = "0.3") -> list[Route]:
     """The card at the well-known path and the legacy one, with Cache-Control, ETag and Last-Modified.
 
     The card each client can read: a request saying ``A2A-Version: 1.x`` (header, or the
     ``?A2A-Version=`` query parameter) gets the 1.0 card (1.0 interfaces only, valid against the
-    1.0 schema); any other (0.3, or no version: the spec reads a missing version as 0.3) gets the
-    card with the 0.3 fields (``url``, ``protocolVersion``, ...) that 0.3 clients require.
+    1.0 schema); 0.3 gets the card with the 0.3 fields (``url``, ``protocolVersion``, ...) that 0.3
+    clients require; no version gets the ``default`` one (``server.card_default``).
     """
     last_modified = formatdate(built_at, usegmt=True)
     v10 = AgentCard()
@@ -120,7 +121,7 @@ def card_routes(card: AgentCard, max_age: int, built_at: float) -> list[Route]:
         (route10,) = create_agent_card_routes(v10, card_url=path, cache_control=f"public, max-age={max_age}")
 
         async def endpoint(request: Request, sdk_endpoint=route.endpoint, sdk_endpoint10=route10.endpoint):
-            version = request.headers.get("a2a-version", "")  # the query parameter is copied here (versions.py)
+            version = request.headers.get("a2a-version", "").strip() or default  # ?A2A-Version= is copied here (versions.py)
             response = await (sdk_endpoint10 if version.strip().startswith("1.") else sdk_endpoint)(request)
             response.headers["Last-Modified"] = last_modified
             response.headers["Vary"] = "A2A-Version"
@@ -146,6 +147,16 @@ def _skill(skill: SkillConfig) -> AgentSkill:
         tags=skill.tags or [skill.id], examples=skill.examples,
         input_modes=skill.input_modes, output_modes=skill.output_modes,
     )
+
+
+async def _sweep(store: SQLiteTaskStore, name: str) -> None:
+    try:
+        stale = await store.sweep_unfinished(INTERRUPTED_BY_RESTART)
+    except Exception:  # serving goes on; the next start sweeps again
+        log.exception("agent %s: could not mark the unfinished tasks of a previous run as failed", name)
+        return
+    if stale:
+        log.warning("agent %s: marked %d unfinished tasks of a previous run as failed", name, stale)
 
 
 def build_app(config: MeshConfig, name: str) -> Starlette:
@@ -198,7 +209,7 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
     routes = [
         Route(HEALTH_PATH, health, methods=["GET"]),
         Route(METRICS_PATH, metrics_endpoint, methods=["GET"]),
-        *card_routes(public_card, config.server.card_max_age, started),
+        *card_routes(public_card, config.server.card_max_age, started, config.server.card_default),
         create_jsonrpc_route(handler, shutdown_grace_period=grace),
         *create_rest_routes(handler, enable_v0_3_compat=True, shutdown_grace_period=grace),
     ]
@@ -227,12 +238,12 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
         await store.initialize()
-        if not config.state.database and not getattr(agent_executor, "resumes_tasks", False):
+        sweep = None
+        if isinstance(store, SQLiteTaskStore) and not getattr(agent_executor, "resumes_tasks", False):
             # The SQLite file is this agent's alone: anything left unfinished
-            # belongs to a previous process of it that died.
-            stale = await fail_unfinished_tasks(store, INTERRUPTED_BY_RESTART)
-            if stale:
-                log.warning("agent %s: marked %d unfinished tasks of a previous run as failed", name, len(stale))
+            # belongs to a previous process of it that died. Swept in the
+            # background: a store that grew during an incident must not hold up serving.
+            sweep = asyncio.ensure_future(_sweep(store, name))
         if hasattr(agent_executor, "start"):
             await agent_executor.start()
         grpc_server = None
@@ -247,6 +258,9 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
         try:
             yield
         finally:
+            if sweep is not None and not sweep.done():
+                sweep.cancel()
+                await asyncio.gather(sweep, return_exceptions=True)
             if grpc_server is not None:
                 await grpc_server.stop(grace)
             if hasattr(agent_executor, "stop"):

@@ -21,6 +21,34 @@ from a2a.types import a2a_pb2_grpc
 log = logging.getLogger(__name__)
 
 
+class VersionInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses an ``a2a-version`` other than 0.3 or 1.0 with UNIMPLEMENTED (VersionNotSupportedError)."""
+
+    async def intercept_service(self, continuation, details):
+        from mesh.serving.versions import SUPPORTED, major_minor
+
+        version = dict(details.invocation_metadata or ()).get("a2a-version")
+        version = version.decode() if isinstance(version, bytes) else version
+        handler = await continuation(details)
+        if not version or major_minor(version) in SUPPORTED or handler is None:
+            return handler
+        message = f"A2A version {version!r} is not supported; this agent speaks {' and '.join(SUPPORTED)}"
+        return _refusing(handler, grpc.StatusCode.UNIMPLEMENTED, message)
+
+
+def _refusing(handler, code, message):
+    async def refuse(request, context):
+        await context.abort(code, message)
+
+    async def refuse_stream(request, context):
+        await context.abort(code, message)
+        yield  # pragma: no cover - abort raises
+
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(refuse, handler.request_deserializer, handler.response_serializer)
+    return grpc.unary_stream_rpc_method_handler(refuse_stream, handler.request_deserializer, handler.response_serializer)
+
+
 class BearerInterceptor(grpc.aio.ServerInterceptor):
     """Refuses calls without ``authorization: Bearer TOKEN`` metadata."""
 
@@ -52,7 +80,7 @@ class BearerInterceptor(grpc.aio.ServerInterceptor):
 async def start_grpc(request_handler, host: str, port: int, token: str | None = None,
                      tls: tuple[bytes, bytes] | None = None) -> grpc.aio.Server:
     """A started gRPC server for ``request_handler`` on host:port; stop it with ``await server.stop(grace)``."""
-    interceptors = [BearerInterceptor(token)] if token else []
+    interceptors = ([BearerInterceptor(token)] if token else []) + [VersionInterceptor()]
     server = grpc.aio.server(interceptors=interceptors)
     a2a_pb2_grpc.add_A2AServiceServicer_to_server(GrpcHandler(request_handler), server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

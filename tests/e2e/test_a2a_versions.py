@@ -27,7 +27,7 @@ def agents(tmp_path_factory):
     cors_dir = directory / "cors"
     cors_dir.mkdir()
     cors_config = write_mesh(cors_dir, {"echo": {"module": "agents.echo", "port": cors}},
-                             server={"cors": {"allow_origins": ["https://console.example"]}})
+                             server={"cors": {"allow_origins": ["https://console.example"]}, "card_default": "1.0"})
     with MeshUp(config) as up, MeshUp(cors_config) as up_cors:
         up.wait_ready()
         up_cors.wait_ready()
@@ -51,6 +51,9 @@ def test_each_version_reads_its_card(agents, http):
         card = response.json()
         assert card["url"] == agents["plain"] and card["protocolVersion"].startswith("0.3")
         assert response.headers["vary"] == "A2A-Version"
+    strict = http.get(agents["cors"] + "/.well-known/agent-card.json").json()  # server.card_default: "1.0"
+    assert "url" not in strict and {i["protocolVersion"] for i in strict["supportedInterfaces"]} == {"1.0"}
+    assert http.get(agents["cors"] + "/.well-known/agent-card.json", headers={"A2A-Version": "0.3"}).json()["url"]
 
 
 def test_the_query_parameter_sets_the_version(agents, http):
