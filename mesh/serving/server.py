@@ -14,7 +14,7 @@ from sse_starlette.sse import AppStatus
 
 from mesh.config import MeshConfig
 from mesh.errors import PortInUse, ServeError  # noqa: F401 - re-exported
-from mesh.serving import h2streams
+from mesh.serving import descriptors, h2streams
 from mesh.serving.app import build_app
 from mesh.telemetry.tracing import setup_tracing
 
@@ -41,6 +41,9 @@ async def serve_asgi(
     ``what`` names the server in errors ("agent echo").
     """
     h2streams.install()
+    descriptors.install()
+    soft, hard = descriptors.raise_fd_limit()
+    log.debug("%s: descriptor limit %s (hard %s)", what, soft, hard)
     config = HypercornConfig()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     if certfile and keyfile:
@@ -56,6 +59,7 @@ async def serve_asgi(
     config.errorlog = logging.getLogger("hypercorn.error")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(descriptors.AcceptErrors(what))
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
