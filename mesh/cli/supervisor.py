@@ -2,7 +2,7 @@
 
 It refuses to start when a port is taken, waits until each server answers,
 prints what runs where, streams every process's log with its name in front,
-and on SIGINT/SIGTERM stops them all: SIGTERM first (servers finish their
+starts a process that dies again (with backoff, said in the log), and on SIGINT/SIGTERM stops them all: SIGTERM first (servers finish their
 in-flight requests), SIGKILL for any still alive after the grace period.
 Children also get SIGTERM from the kernel if this process dies first
 (PR_SET_PDEATHSIG), so no server outlives its supervisor.
@@ -29,6 +29,13 @@ from mesh.cli.output import colour_for, paint
 _PR_SET_PDEATHSIG = 1
 
 
+# A process that dies is started again after 0.5 s, then 1, 2, 4 ... up to 30 s while it keeps dying
+# within a minute of its start.
+RESTART_BACKOFF = 0.5
+RESTART_MAX_BACKOFF = 30.0
+RESTART_RESET_AFTER = 60.0
+
+
 @dataclass
 class Service:
     """One process to supervise and how to tell it is ready."""
@@ -43,6 +50,8 @@ class Service:
     cwd: str | None = None
     process: asyncio.subprocess.Process | None = None
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
+    started_at: float = 0.0
+    restarts: int = 0  # quick deaths in a row (reset once it has run RESTART_RESET_AFTER seconds)
 
     @property
     def label(self) -> str:
@@ -135,13 +144,7 @@ class Supervisor:
     async def _start_all(self) -> None:
         started = time.monotonic()
         for service in self.services:
-            env = {**os.environ, "PYTHONUNBUFFERED": "1", **service.env}
-            service.process = await asyncio.create_subprocess_exec(
-                *service.command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT, env=env, cwd=service.cwd, start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
-            self._pumps.append(asyncio.create_task(self._pump(service)))
+            await self._spawn(service)
         async with httpx.AsyncClient(timeout=2.0, verify=False) as http:
             waits = [asyncio.create_task(self._wait_ready(s, http, started)) for s in self.services]
             stop_wait = asyncio.create_task(self.stop.wait())
@@ -157,6 +160,16 @@ class Supervisor:
             finally:
                 for task in (*waits, stop_wait):
                     task.cancel()
+
+    async def _spawn(self, service: Service) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **service.env}
+        service.process = await asyncio.create_subprocess_exec(
+            *service.command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, env=env, cwd=service.cwd, start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        service.started_at = time.monotonic()
+        self._pumps.append(asyncio.create_task(self._pump(service)))
 
     async def _wait_ready(self, service: Service, http: httpx.AsyncClient, started: float) -> None:
         while True:
@@ -191,7 +204,7 @@ class Supervisor:
             self.out.flush()
 
     async def _watch(self) -> int:
-        """Until a stop signal: report processes that die; return non-zero if all of them did."""
+        """Until a stop signal: restart processes that die, with backoff (RESTART_BACKOFF), and say so."""
         running = {s.name: asyncio.create_task(s.process.wait()) for s in self.services}
         stop_wait = asyncio.create_task(self.stop.wait())
         try:
@@ -200,16 +213,30 @@ class Supervisor:
                 if stop_wait in done:
                     return 0
                 for name, task in list(running.items()):
-                    if task in done:
-                        del running[name]
-                        service = next(s for s in self.services if s.name == name)
-                        self.say(f"{service.label} exited unexpectedly (exit code {task.result()}); the others keep running")
-            self.say("every process has exited")
+                    if task not in done:
+                        continue
+                    service = next(s for s in self.services if s.name == name)
+                    running[name] = asyncio.create_task(self._restart(service, task.result()))
             return 1
         finally:
             stop_wait.cancel()
             for task in running.values():
                 task.cancel()
+
+    async def _restart(self, service: Service, code: int | None) -> int:
+        """Start a dead process again after a backoff that doubles with each quick death; then wait for it."""
+        if time.monotonic() - service.started_at > RESTART_RESET_AFTER:
+            service.restarts = 0
+        delay = min(RESTART_BACKOFF * 2 ** service.restarts, RESTART_MAX_BACKOFF)
+        service.restarts += 1
+        self.say(f"{service.label} exited unexpectedly (exit code {code}); restarting in {delay:g}s "
+                 f"(restart {service.restarts})")
+        await asyncio.sleep(delay)
+        if self.stop.is_set():
+            return 0
+        await self._spawn(service)
+        self.say(f"{service.label} restarted (pid {service.process.pid})")
+        return await service.process.wait()
 
     async def _stop_all(self) -> None:
         alive = [s for s in self.services if s.process and s.process.returncode is None]

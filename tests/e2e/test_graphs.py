@@ -307,27 +307,23 @@ def test_a_killed_coordinator_resumes_without_repeating_finished_calls(mesh):
     os.kill(coordinator_pid(mesh), signal.SIGKILL)  # mid-run: s1 finished, s2 in flight
     process.wait(30)
     mesh.wait_for("agent coordinator exited unexpectedly")
-    again = subprocess.Popen([MESH, "serve", "coordinator", "-c", str(mesh.config)], stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=mesh_env())
-    try:
-        def done() -> bool:
-            try:
-                task = curl_json(mesh.url, jsonrpc("tasks/get", {"id": run_id}))["result"]
-            except AssertionError:
-                return False  # not listening yet
-            return task["status"]["state"] in ("completed", "failed")
-        eventually(done, timeout=60)
-        task = curl_json(mesh.url, jsonrpc("tasks/get", {"id": run_id}))["result"]
-        assert task["status"]["state"] == "completed", task["status"]
-        outputs = {a["name"]: a for a in task["artifacts"]}
-        result = next(p["data"] for p in outputs["result"]["parts"] if p["kind"] == "data")
-        assert result["outputs"]["s3"] == "steady: steady: steady: resume me"  # nothing lost
-        finished = [(e["vertex"], e["superstep"]) for e in entries(log, run_id) if e["outcome"] == "ok"]
-        assert finished.count(("s1", 0)) == 1  # the finished call was not repeated
-        assert finished.count(("s3", 2)) == 1
-    finally:
-        again.send_signal(signal.SIGTERM)
-        again.wait(30)
+    mesh.wait_for("agent coordinator restarted")  # mesh up starts it again; it resumes the run
+
+    def done() -> bool:
+        try:
+            task = curl_json(mesh.url, jsonrpc("tasks/get", {"id": run_id}))["result"]
+        except AssertionError:
+            return False  # not listening yet
+        return task["status"]["state"] in ("completed", "failed")
+    eventually(done, timeout=60)
+    task = curl_json(mesh.url, jsonrpc("tasks/get", {"id": run_id}))["result"]
+    assert task["status"]["state"] == "completed", task["status"]
+    outputs = {a["name"]: a for a in task["artifacts"]}
+    result = next(p["data"] for p in outputs["result"]["parts"] if p["kind"] == "data")
+    assert result["outputs"]["s3"] == "steady: steady: steady: resume me"  # nothing lost
+    finished = [(e["vertex"], e["superstep"]) for e in entries(log, run_id) if e["outcome"] == "ok"]
+    assert finished.count(("s1", 0)) == 1  # the finished call was not repeated
+    assert finished.count(("s3", 2)) == 1
 
 
 def test_runs_and_tasks_in_postgresql(tmp_path, postgres_url):

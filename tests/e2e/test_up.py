@@ -169,3 +169,27 @@ def wait_until_working(url: str, timeout: float = 30) -> None:
     eventually(lambda: any(t["status"]["state"] == "TASK_STATE_WORKING"
                            for t in curl_json(url, jsonrpc("ListTasks", {}), version="1.0")["result"]["tasks"]),
                timeout, interval=0.02, what="a task working")
+
+
+def test_a_killed_agent_is_started_again_within_seconds(two_agents):
+    config, ports = two_agents
+    with MeshUp(config) as up:
+        up.wait_ready()
+        echo = next(p for p in children_of(up.process.pid) if "serve echo" in open(f"/proc/{p}/cmdline").read().replace("\0", " "))
+        os.kill(echo, signal.SIGKILL)
+        assert "restarting in 0.5s (restart 1)" in up.wait_for("agent echo exited unexpectedly (exit code -9)")
+        up.wait_for("agent echo restarted", timeout=10)
+        answer = eventually(lambda: _answers(ports[0]), timeout=20, what="echo answering again")
+        assert answer["result"]["artifacts"][0]["parts"][0]["text"] == "back"
+        again = [p for p in children_of(up.process.pid) if "serve echo" in open(f"/proc/{p}/cmdline").read().replace("\0", " ")]
+        assert len(again) == 1 and again[0] != echo
+        assert not any("primes exited" in line for line in up.lines)  # the other agent was left alone
+        assert up.stop() == 0
+
+
+def _answers(port: int):
+    try:
+        return curl_json(f"http://127.0.0.1:{port}/", jsonrpc("message/send", {"message": {
+            "role": "user", "messageId": "m-back", "kind": "message", "parts": [{"kind": "text", "text": "back"}]}}))
+    except AssertionError:
+        return None
