@@ -89,7 +89,7 @@ def test_a_request_whose_client_goes_away_stops_its_work(mesh):
 def test_more_requests_than_the_limit_get_a_busy_answer_not_a_queue(mesh):
     # 64 requests at work at once is this agent's limit: 80 concurrent long ones, 16+ are told to come back.
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "message/send", "params": message("primes below 10^11")})
-    clients = [subprocess.Popen(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5", mesh.urls["primes"] + "/",
+    clients = [subprocess.Popen(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "15", mesh.urls["primes"] + "/",
                                  "-H", "Content-Type: application/json", "-d", body], stdout=subprocess.PIPE, text=True)
                for _ in range(80)]
     codes = [c.communicate()[0] for c in clients]
