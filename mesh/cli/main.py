@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--only", help="comma-separated agent names to start (default: all)")
     sub = command("serve", cmd_serve, "serve one agent in the foreground (what `mesh up` runs per agent)")
     sub.add_argument("agent")
+    sub.add_argument("--replica", type=int, default=0,
+                     help="which of the agent's `replicas: N` processes this is (0..N-1; it listens on port + replica)")
     command("check", cmd_check, "validate mesh.yaml and import every agent module, without starting anything")
     sub = command("ls", cmd_ls, "list agents, tools and graphs with their URLs and whether they answer")
     sub.add_argument("--json", action="store_true", help="print JSON")

@@ -38,7 +38,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not agent.is_local:
         raise CliError(f"agent {args.agent} is external ({agent.url}); there is nothing to serve")
     try:
-        asyncio.run(serve_agent(config, args.agent))
+        asyncio.run(serve_agent(config, args.agent, getattr(args, "replica", 0) or 0))
     except ServeError as exc:
         raise CliError(str(exc), code=3) from None
     return 0
@@ -63,7 +63,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         tools = [n for n in tools if n in wanted]
     if not names and not tools:
         raise CliError(f"{config.path} declares no local agent or HTTP tool to start")
-    services = [agent_service(config, name) for name in names] + [tool_service(config, name) for name in tools]
+    services = [agent_service(config, name, replica) for name in names for replica in range(config.agent(name).replicas)]
+    services += [tool_service(config, name) for name in tools]
     supervisor = Supervisor(
         services,
         startup_timeout=config.server.startup_timeout,
@@ -74,18 +75,23 @@ def cmd_up(args: argparse.Namespace) -> int:
     return asyncio.run(supervisor.run())
 
 
-def agent_service(config: MeshConfig, name: str):
+def agent_service(config: MeshConfig, name: str, replica: int = 0):
+    """The process of one agent (of replica ``replica`` on port + replica when it has ``replicas: N``)."""
     from mesh.cli.supervisor import Service
 
     agent = config.agent(name)
+    port = agent.port + replica
     host = config.host_of(agent)
     probe_host = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
     scheme = "https" if agent.tls else "http"
-    probe = f"{scheme}://{f'[{probe_host}]' if ':' in probe_host else probe_host}:{agent.port}/health"
+    probe = f"{scheme}://{f'[{probe_host}]' if ':' in probe_host else probe_host}:{port}/health"
+    command = [sys.executable, "-m", "mesh", "serve", name, "-c", str(config.path)]
+    if agent.replicas > 1:
+        command += ["--replica", str(replica)]
     return Service(
-        kind="agent", name=name,
-        command=[sys.executable, "-m", "mesh", "serve", name, "-c", str(config.path)],
-        host=host, port=agent.port, ready_url=probe,
+        kind="agent", name=name if agent.replicas == 1 else f"{name}.{replica}",
+        command=command,
+        host=host, port=port, ready_url=probe,
         cwd=str(config.base_dir),  # module paths resolve next to mesh.yaml, as `mesh check` resolves them
     )
 

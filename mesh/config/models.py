@@ -384,7 +384,9 @@ def _cross_checks(config: MeshConfig, source: YamlSource) -> list[SourceProblem]
 
     for name, agent in config.agents.items():
         if agent.is_local:
-            claim(config.host_of(agent), agent.port, f"agents.{name}", ("agents", name, "port"))
+            for replica in range(agent.replicas):  # replica i of `replicas: N` listens on port + i
+                owner = f"agents.{name}" + (f" (replica {replica})" if replica else "")
+                claim(config.host_of(agent), agent.port + replica, owner, ("agents", name, "port"))
         if agent.auth:
             problems += _secret_checks(source, ("agents", name, "auth", "bearer_token"), agent.auth.bearer_token)
         if agent.tls:

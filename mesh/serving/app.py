@@ -38,7 +38,14 @@ from mesh.serving.jsonrpc import create_jsonrpc_route
 from mesh.serving.middleware import Admission, BearerAuth, BodyLimit, RequestLog
 from mesh.serving.numbers import IntegralNumbers
 from mesh.serving.push import open_push
-from mesh.serving.store import SQLiteTaskStore, fail_unfinished_tasks, open_task_store, table_name
+from mesh.serving.store import (
+    SQLiteTaskStore,
+    fail_unfinished_tasks,
+    initialize_cluster,
+    open_cluster_store,
+    open_task_store,
+    table_name,
+)
 from mesh.serving.versions import VersionNegotiation
 from mesh.telemetry.metrics import METRICS_PATH, RequestMetrics, metrics_enabled, metrics_endpoint
 from mesh.telemetry.tracing import TraceRequests, tracing_enabled
@@ -164,7 +171,15 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
     agent = config.agent(name)
     if not agent.is_local:
         raise ServeError(f"agent {name} is external ({agent.url}); only local agents are served")
-    store, close_store = open_task_store(config, name)
+    versioned = event_stream = None
+    if agent.replicas > 1:
+        try:
+            versioned, event_stream, close_store = open_cluster_store(config, name)
+        except ValueError as exc:
+            raise ServeError(f"agent {name}: {exc}") from None
+        store = versioned.as_task_store
+    else:
+        store, close_store = open_task_store(config, name)
     runtime = AgentRuntime(config, name, store)
     try:
         module = load_agent_module(agent.module_path, config.base_dir)
@@ -193,7 +208,8 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
             extended_card.capabilities.push_notifications = True
     handler = DefaultRequestHandler(
         agent_executor=executor,
-        task_store=store,
+        task_store=versioned or store,
+        event_stream=event_stream,
         agent_card=public_card,
         extended_agent_card=extended_card,
         push_config_store=push_store,
@@ -237,7 +253,10 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
-        await store.initialize()
+        if versioned is not None:
+            await initialize_cluster(versioned, event_stream)
+        else:
+            await store.initialize()
         sweep = None
         if isinstance(store, SQLiteTaskStore) and not getattr(agent_executor, "resumes_tasks", False):
             # The SQLite file is this agent's alone: anything left unfinished

@@ -82,9 +82,11 @@ async def serve_asgi(
             loop.remove_signal_handler(sig)
 
 
-async def serve_agent(config: MeshConfig, name: str) -> None:
-    """Serve one local agent of ``config`` until a signal stops it."""
+async def serve_agent(config: MeshConfig, name: str, replica: int = 0) -> None:
+    """Serve one local agent of ``config`` until a signal stops it; replica ``i`` of ``replicas: N`` on port + i."""
     agent = config.agent(name)
+    if not 0 <= replica < agent.replicas:
+        raise ServeError(f"agent {name} has {agent.replicas} replica(s): --replica is 0..{agent.replicas - 1}")
     traces = setup_tracing(name, config.base_dir / config.state.dir)
     log.info("agent %s: traces to %s", name, traces)
     app = build_app(config, name)  # errors in mesh.yaml or the module surface before the port is bound
@@ -93,7 +95,7 @@ async def serve_agent(config: MeshConfig, name: str) -> None:
         app,
         what=f"agent {name}",
         host=config.host_of(agent),
-        port=agent.port,
+        port=agent.port + replica,
         certfile=str(config.base_dir / tls.cert) if tls else None,
         keyfile=str(config.base_dir / tls.key) if tls else None,
         graceful_timeout=config.server.graceful_timeout,

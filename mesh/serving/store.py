@@ -26,8 +26,10 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from a2a.server.cluster import ConcurrentTaskModificationError, VersionedDatabaseTaskStore
 from a2a.server.context import ServerCallContext
 from a2a.server.models import create_task_model
 from a2a.server.tasks import DatabaseTaskStore
@@ -75,6 +77,71 @@ def database_store(engine: AsyncEngine, table: str) -> DatabaseTaskStore:
     store = DatabaseTaskStore(engine, create_table=True)
     store.task_model = task_model(table)
     return store
+
+
+TERMINAL_STATES = frozenset({TaskState.TASK_STATE_COMPLETED, TaskState.TASK_STATE_FAILED, TaskState.TASK_STATE_CANCELED,
+                             TaskState.TASK_STATE_REJECTED})
+
+
+class FinalStatesStore(VersionedDatabaseTaskStore):
+    """a2a-sdk's versioned store, plus: a task that ended stays ended.
+
+    A replica that cancels a task another replica runs writes ``canceled``; the
+    owner's next save fails its compare-and-swap, it reloads and sees the end,
+    but the events its executor had already queued are then saved on the fresh
+    version and a late ``completed`` would replace ``canceled``. Any write that
+    changes the state of a task stored in a final state is refused here as a
+    concurrent modification, so the first end wins, on every replica.
+    """
+
+    async def save(self, task: Task, **kwargs: Any):
+        context = kwargs["context"]
+        if not kwargs["prev_version"].is_missing:
+            stored = await self.as_task_store.get(task.id, context)
+            if stored is not None and stored.status.state in TERMINAL_STATES \
+                    and task.status.state != stored.status.state:
+                raise ConcurrentTaskModificationError(task.id)
+        return await super().save(task, **kwargs)
+
+
+def open_cluster_store(config: MeshConfig, name: str) -> tuple[Any, Any, Callable[[], Awaitable[None]]]:
+    """Replicas of agent ``name`` (``replicas:`` above 1): a2a-sdk's cluster store and event stream on PostgreSQL.
+
+    ``VersionedDatabaseTaskStore`` refuses a concurrent modification (a compare-and-swap
+    on the task's version) instead of losing it, and ``DatabaseTaskEventStream`` lets any
+    replica answer a resubscribe for a task another replica runs (it polls the shared
+    event table). The task rows are the agent's own table, as with one process; the
+    version and event tables are the SDK's, shared by the agents of the database.
+    """
+    from a2a.server.cluster import DatabaseTaskEventStream
+
+    database = config.state.database or ""
+    if not database.startswith(("postgresql", "postgres")):
+        raise ValueError("replicas of an agent share their tasks in PostgreSQL: set state.database to a postgresql:// URL")
+    engine = create_engine(async_url(database))
+    versioned = FinalStatesStore(engine, create_table=True)
+    versioned.as_task_store.task_model = task_model(table_name(name))
+    stream = DatabaseTaskEventStream(engine, create_table=True, poll_interval_s=0.05)
+    return versioned, stream, engine.dispose
+
+
+CLUSTER_DDL_LOCK = 0x6D657368  # "mesh": replicas starting together create the shared tables one at a time
+
+
+async def initialize_cluster(versioned: Any, stream: Any) -> None:
+    """Create the cluster tables under a PostgreSQL advisory lock (the SDK's create_all races between replicas)."""
+    from sqlalchemy import text
+
+    engine = versioned.as_task_store.engine
+    async with engine.connect() as connection:
+        await connection.execute(text(f"SELECT pg_advisory_lock({CLUSTER_DDL_LOCK})"))
+        await connection.commit()
+        try:
+            await versioned.initialize()
+            await stream.initialize()
+        finally:
+            await connection.execute(text(f"SELECT pg_advisory_unlock({CLUSTER_DDL_LOCK})"))
+            await connection.commit()
 
 
 def create_engine(url: str) -> AsyncEngine:

@@ -167,3 +167,14 @@ def test_the_command_line_writes_the_directory(tmp_path: Path, capsys) -> None:
     assert main(["deploy", "kubernetes", "-c", str(bad), "-o", str(tmp_path / "no")]) == EXIT_CONFIG
     assert "mesh.yaml:3: agents.e.settings.password: a secret written as a literal" in capsys.readouterr().err
     assert not (tmp_path / "no").exists()
+
+
+def test_replicas_take_consecutive_ports_and_a_clash_is_reported(tmp_path: Path) -> None:
+    text = ("name: r\nagents:\n  primes: {module: agents.primes, port: 9302, replicas: 3}\n"
+            "  echo: {module: agents.echo, port: 9304}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_mesh(tmp_path, text))
+    assert "mesh.yaml:4: agents.echo.port: port 9304 is already used by agents.primes (replica 2)" in str(caught.value)
+    load_config(write_mesh(tmp_path, text.replace("9304", "9305")))
+    with pytest.raises(ConfigError, match="replicas.*external"):
+        load_config(write_mesh(tmp_path, "name: r\nagents:\n  far: {url: 'http://x.example', replicas: 2}\n"))
