@@ -21,6 +21,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
@@ -34,6 +35,7 @@ _PR_SET_PDEATHSIG = 1
 RESTART_BACKOFF = 0.5
 RESTART_MAX_BACKOFF = 30.0
 RESTART_RESET_AFTER = 60.0
+CONFIG_POLL = 0.5  # seconds between looks at mesh.yaml's modification time
 
 
 @dataclass
@@ -52,6 +54,7 @@ class Service:
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
     started_at: float = 0.0
     restarts: int = 0  # quick deaths in a row (reset once it has run RESTART_RESET_AFTER seconds)
+    reload: bool = False  # being stopped to start again with its new entry of mesh.yaml
 
     @property
     def label(self) -> str:
@@ -85,8 +88,12 @@ def port_problem(host: str, port: int) -> str | None:
 
 class Supervisor:
     def __init__(self, services: list[Service], startup_timeout: float, grace: float,
-                 out=None, on_ready: Callable[[], Awaitable[str]] | None = None) -> None:
+                 out=None, on_ready: Callable[[], Awaitable[str]] | None = None,
+                 watch: tuple[Path, Callable[[], dict[str, str]]] | None = None) -> None:
         self.services = services
+        # (mesh.yaml, a function reading it again: service name -> a fingerprint of its entry; raises on a bad file)
+        self.watch = watch
+        self._fingerprints = watch[1]() if watch else {}
         self.startup_timeout = startup_timeout
         self.grace = grace
         self.out = out or sys.stdout
@@ -207,6 +214,7 @@ class Supervisor:
         """Until a stop signal: restart processes that die, with backoff (RESTART_BACKOFF), and say so."""
         running = {s.name: asyncio.create_task(s.process.wait()) for s in self.services}
         stop_wait = asyncio.create_task(self.stop.wait())
+        watcher = asyncio.create_task(self._watch_config()) if self.watch else None
         try:
             while running:
                 done, _ = await asyncio.wait({*running.values(), stop_wait}, return_when=asyncio.FIRST_COMPLETED)
@@ -220,18 +228,56 @@ class Supervisor:
             return 1
         finally:
             stop_wait.cancel()
+            if watcher is not None:
+                watcher.cancel()
             for task in running.values():
                 task.cancel()
 
+    async def _watch_config(self) -> None:
+        """Apply edits of mesh.yaml: restart the processes whose entries changed; report an invalid file, change nothing."""
+        path, read = self.watch
+        seen = path.stat().st_mtime_ns
+        while True:
+            await asyncio.sleep(CONFIG_POLL)
+            try:
+                mtime = path.stat().st_mtime_ns
+            except OSError:
+                continue
+            if mtime == seen:
+                continue
+            seen = mtime
+            try:
+                fingerprints = await asyncio.to_thread(read)
+            except Exception as exc:  # a ConfigError names file:line
+                self.say(f"{path} changed but is not valid; nothing was restarted:\n{exc}")
+                continue
+            changed = [s for s in self.services
+                       if s.name in fingerprints and fingerprints[s.name] != self._fingerprints.get(s.name)]
+            added = sorted(set(fingerprints) - set(self._fingerprints))
+            self._fingerprints = fingerprints
+            if added:
+                self.say(f"{path}: new entries ({', '.join(added)}) start with the next `mesh up`")
+            if not changed:
+                continue
+            self.say(f"{path} changed: restarting {', '.join(s.label for s in changed)}")
+            for service in changed:
+                service.reload = True
+                if service.process and service.process.returncode is None:
+                    service.process.send_signal(signal.SIGTERM)
+
     async def _restart(self, service: Service, code: int | None) -> int:
         """Start a dead process again after a backoff that doubles with each quick death; then wait for it."""
-        if time.monotonic() - service.started_at > RESTART_RESET_AFTER:
+        if service.reload:  # stopped because its entry in mesh.yaml changed
+            service.reload = False
             service.restarts = 0
-        delay = min(RESTART_BACKOFF * 2 ** service.restarts, RESTART_MAX_BACKOFF)
-        service.restarts += 1
-        self.say(f"{service.label} exited unexpectedly (exit code {code}); restarting in {delay:g}s "
-                 f"(restart {service.restarts})")
-        await asyncio.sleep(delay)
+        else:
+            if time.monotonic() - service.started_at > RESTART_RESET_AFTER:
+                service.restarts = 0
+            delay = min(RESTART_BACKOFF * 2 ** service.restarts, RESTART_MAX_BACKOFF)
+            service.restarts += 1
+            self.say(f"{service.label} exited unexpectedly (exit code {code}); restarting in {delay:g}s "
+                     f"(restart {service.restarts})")
+            await asyncio.sleep(delay)
         if self.stop.is_set():
             return 0
         await self._spawn(service)

@@ -70,6 +70,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         startup_timeout=config.server.startup_timeout,
         grace=config.server.graceful_timeout + 5,
         on_ready=lambda: ready_table(config, names, tools),
+        watch=(config.path, lambda: entry_fingerprints(config.path, names, tools)),
     )
     return asyncio.run(supervisor.run())
 
@@ -168,3 +169,21 @@ def named_module_problems(source) -> list:
                 except MeshError as exc:
                     problems.append(source.problem((section, name, "module"), str(exc)))
     return problems
+
+
+def entry_fingerprints(path: Path, names: list[str], tools: list[str]) -> dict[str, str]:
+    """Each agent's and HTTP tool's entry of mesh.yaml, as JSON, to see which changed; raises ConfigError if invalid."""
+    import json
+
+    from mesh.config import load_config
+
+    config = load_config(path)
+    check_modules(config)
+    prints = {name: json.dumps(agent.model_dump(mode="json"), sort_keys=True, default=str)
+              for name, agent in config.agents.items() if agent.is_local}
+    for name in tools:
+        try:
+            prints[name] = json.dumps(tool_config(config, name).model_dump(mode="json"), sort_keys=True, default=str)
+        except Exception:  # noqa: BLE001 - a tool removed from the file: nothing to compare
+            pass
+    return prints

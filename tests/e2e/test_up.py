@@ -193,3 +193,35 @@ def _answers(port: int):
             "role": "user", "messageId": "m-back", "kind": "message", "parts": [{"kind": "text", "text": "back"}]}}))
     except AssertionError:
         return None
+
+
+def test_an_edit_of_mesh_yaml_restarts_only_the_agent_it_changed(two_agents):
+    config, ports = two_agents
+
+    def pids() -> dict[str, int]:
+        found = {}
+        for pid in children_of(up.process.pid):
+            with open(f"/proc/{pid}/cmdline") as cmdline:
+                args = cmdline.read().split("\0")
+            found[args[args.index("serve") + 1]] = pid
+        return found
+
+    with MeshUp(config) as up:
+        up.wait_ready()
+        before = pids()
+        text = config.read_text()
+        # an invalid edit: reported with its line, nothing restarts
+        config.write_text(text.replace(f"port: {ports[1]}", "port: not-a-port"))
+        problem = up.wait_for("is not valid; nothing was restarted", timeout=15)
+        assert str(config) in problem
+        eventually(lambda: any("primes" in line and "port" in line and f"{config.name}:" in line for line in up.lines),
+                   timeout=5, what="the problem with its file:line")
+        assert pids() == before
+        # a valid edit of primes' entry: primes restarts, echo does not
+        config.write_text(text.replace(f"port: {ports[1]}", f"port: {ports[1]}\n    max_body_bytes: 100000"))
+        up.wait_for("changed: restarting agent primes", timeout=15)
+        up.wait_for("agent primes restarted", timeout=15)
+        after = eventually(lambda: (p := pids()) and len(p) == 2 and p, timeout=10, what="both agents running")
+        assert after["echo"] == before["echo"] and after["primes"] != before["primes"]
+        assert not any("exited unexpectedly" in line for line in up.lines)
+        assert up.stop() == 0
