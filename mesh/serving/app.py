@@ -47,7 +47,7 @@ from mesh.serving.store import (
     table_name,
 )
 from mesh.serving.versions import VersionNegotiation
-from mesh.telemetry.metrics import METRICS_PATH, RequestMetrics, metrics_enabled, metrics_endpoint
+from mesh.telemetry.metrics import METRICS_PATH, metrics_enabled, metrics_endpoint, request_counter
 from mesh.telemetry.tracing import TraceRequests, tracing_enabled
 
 log = logging.getLogger(__name__)
@@ -229,9 +229,7 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
         create_jsonrpc_route(handler, shutdown_grace_period=grace),
         *create_rest_routes(handler, enable_v0_3_compat=True, shutdown_grace_period=grace),
     ]
-    middleware = [Middleware(RequestLog)]
-    if metrics_enabled():
-        middleware.append(Middleware(RequestMetrics, server=name))
+    middleware = [Middleware(RequestLog, observers=[request_counter(name)] if metrics_enabled() else [])]
     if tracing_enabled():
         middleware.append(Middleware(TraceRequests, server=name))
     if config.server.cors is not None:  # off by default; before auth so that preflights are answered

@@ -10,7 +10,8 @@ import logging
 import math
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from starlette.authentication import (
     AuthCredentials,
@@ -36,10 +37,15 @@ _JSON_TYPES = ("application/json", "application/a2a+json")
 
 
 class RequestLog:
-    """Logs one line per HTTP request when its response ends: method, path, version, status, RPC method, time, sizes."""
+    """Logs one line per HTTP request when its response ends: method, path, version, status, RPC method, time, sizes.
 
-    def __init__(self, app: ASGIApp) -> None:
+    ``observers`` are called with (scope, status, seconds) for each request as it
+    ends (the request metrics), so a request is timed once for all of them.
+    """
+
+    def __init__(self, app: ASGIApp, observers: Sequence[Callable[[Scope, int, float], None]] = ()) -> None:
         self.app = app
+        self.observers = tuple(observers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -60,6 +66,9 @@ class RequestLog:
         try:
             await self.app(scope, receive, logging_send)
         finally:
+            seconds = time.perf_counter() - started
+            for observe in self.observers:
+                observe(scope, status, seconds)
             if access_log.isEnabledFor(logging.INFO):
                 client = scope.get("client") or ("-", 0)
                 rpc = scope.get("mesh.rpc_method")
@@ -71,7 +80,7 @@ class RequestLog:
                     scope.get("http_version", "1.1"),
                     status or "-",
                     f" {rpc}" if rpc else "",
-                    (time.perf_counter() - started) * 1000,
+                    seconds * 1000,
                     scope.get("mesh.body_size", 0),
                     sent,
                 )
@@ -239,22 +248,15 @@ class BodyLimit:
             match = _RPC_METHOD.search(body, 0, 4096)
             if match:
                 scope["mesh.rpc_method"] = match.group(1).decode("utf-8", "replace")
-            problem = json_problem(body)
+            request, problem = parse_request(body)
             if problem is not None:
-                await _send_json(send, 200 if scope["path"] == "/" else 400,
-                                 problem if scope["path"] == "/" else {"error": problem["error"]})
+                await send_json(send, 200 if scope["path"] == "/" else 400,
+                                problem if scope["path"] == "/" else {"error": problem["error"]})
                 return
+            # Parsed once here: VersionNegotiation reads it instead of parsing the body again.
+            scope["mesh.rpc_request"] = request
 
-        delivered = False
-
-        async def replay() -> Message:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replay_body(body, receive), send)
 
     async def _too_large(self, scope: Scope, send: Send) -> None:
         await _json_error(
@@ -265,17 +267,7 @@ class BodyLimit:
 
 async def _json_error(scope: Scope, send: Send, status: int, message: str, headers: list | None = None) -> None:
     """An HTTP error whose JSON body a JSON-RPC client can read as well as a REST one."""
-    payload = json.dumps(_error_body(scope["path"], status, message)).encode()
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(payload)).encode()),
-            *(headers or []),
-        ],
-    })
-    await send({"type": "http.response.body", "body": payload})
+    await send_json(send, status, _error_body(scope["path"], status, message), headers)
 
 
 def _error_body(path: str, status: int, message: str) -> dict:
@@ -294,22 +286,19 @@ class _NotFinite:
         self.text = text
 
 
-def _finite_float(text: str) -> float | _NotFinite:
-    value = float(text)
-    return value if math.isfinite(value) else _NotFinite(text)
 
+def parse_request(body: bytes) -> tuple[Any, dict | None]:
+    """The parsed JSON body (None if it is not JSON), and the JSON-RPC error to answer instead, if any.
 
-def json_problem(body: bytes) -> dict | None:
-    """The JSON-RPC error for a body that a2a-sdk would answer with -32603, or None when it can parse it.
-
-    Bytes that are not UTF-8 and nesting too deep for a parser are parse errors
-    (-32700); a number that is not finite is an invalid param (-32602) naming
-    where it is, instead of an internal error from deep inside the SDK.
+    The error is for what a2a-sdk would answer with -32603: bytes that are not
+    UTF-8 and nesting too deep for a parser are parse errors (-32700); a number
+    that is not finite is an invalid param (-32602) naming where it is.
+    Malformed JSON is left to the SDK, whose -32700 says where.
     """
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return _rpc_error(None, -32700, f"Parse error: the body is not UTF-8 (byte {exc.start})")
+        return None, _rpc_error(None, -32700, f"Parse error: the body is not UTF-8 (byte {exc.start})")
     seen: list[_NotFinite] = []
 
     def not_finite(text: str) -> _NotFinite:
@@ -317,23 +306,21 @@ def json_problem(body: bytes) -> dict | None:
         return seen[-1]
 
     def checked_float(text: str) -> float | _NotFinite:
-        value = _finite_float(text)
-        if isinstance(value, _NotFinite):
-            seen.append(value)
-        return value
+        value = float(text)
+        return value if math.isfinite(value) else not_finite(text)
 
     try:
         document = json.loads(text, parse_constant=not_finite, parse_float=checked_float)
     except RecursionError:
-        return _rpc_error(None, -32700, "Parse error: the JSON is nested too deeply")
+        return None, _rpc_error(None, -32700, "Parse error: the JSON is nested too deeply")
     except ValueError:
-        return None  # malformed JSON: the SDK's own -32700 says where
+        return None, None
     if not seen:
-        return None
+        return document, None
     request_id = document.get("id") if isinstance(document, dict) else None
     fields = [{"field": path, "message": f"{value.text} is not a finite number"} for path, value in _paths_of(document)]
     summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])
-    return _rpc_error(request_id, -32602, f"Invalid params: {summary}", {"errors": fields})
+    return None, _rpc_error(request_id, -32602, f"Invalid params: {summary}", {"errors": fields})
 
 
 def _paths_of(document: object, path: str = "") -> list[tuple[str, _NotFinite]]:
@@ -357,8 +344,24 @@ def _rpc_error(request_id: object, code: int, message: str, data: dict | None = 
     return {"jsonrpc": "2.0", "id": request_id, "error": error}
 
 
-async def _send_json(send: Send, status: int, body: dict) -> None:
+async def send_json(send: Send, status: int, body: dict, headers: list | None = None) -> None:
+    """A whole JSON response."""
     payload = json.dumps(body).encode()
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+                            *(headers or [])]})
     await send({"type": "http.response.body", "body": payload})
+
+
+def replay_body(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands the app ``body`` (already read) in one piece, then whatever the server sends next."""
+    delivered = False
+
+    async def replay() -> Message:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

@@ -20,6 +20,8 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mesh.serving.middleware import replay_body, send_json
+
 HEADER = b"a2a-version"
 SUPPORTED = ("0.3", "1.0")
 VERSION_NOT_SUPPORTED = -32009
@@ -70,16 +72,20 @@ class VersionNegotiation:
                 return
             await self.app(scope, receive, send)
             return
-        body, more = await _read_body(receive)
-        if more:  # too large to look at here (the body limit answers it): pass it on untouched
-            await self.app(scope, _replay(body, receive), send)
-            return
-        try:
-            request = json.loads(body)
-        except Exception:
-            request = None
+        if "mesh.rpc_request" in scope:  # parsed by BodyLimit, in front of this middleware
+            request = scope["mesh.rpc_request"]
+        else:
+            body, more = await _read_body(receive)
+            receive = replay_body(body, receive)
+            if more:  # too large to look at here (the body limit answers it): pass it on untouched
+                await self.app(scope, receive, send)
+                return
+            try:
+                request = json.loads(body)
+            except ValueError:
+                request = None
         if not isinstance(request, dict) or not isinstance(request.get("method"), str):
-            await self.app(scope, _replay(body, receive), send)
+            await self.app(scope, receive, send)
             return
         method = request["method"]
         request_id = request.get("id")
@@ -94,15 +100,16 @@ class VersionNegotiation:
             # A notification: no reply, whatever happens (errors included).
             if error is None:  # a2a-sdk's 0.3 models require an id: run it under one, and drop the answer
                 body = json.dumps({**request, "id": f"notification-{uuid.uuid4()}"}).encode()
-                await self.app(scope, _replay(body, receive), _discard)
+                await receive()  # the original body, replaced by the one with an id
+                await self.app(scope, replay_body(body, receive), _discard)
             await send({"type": "http.response.start", "status": 204, "headers": []})
             await send({"type": "http.response.body", "body": b""})
             return
         if error is not None:
-            await _json(send, 200, {"jsonrpc": "2.0", "id": request_id if isinstance(request_id, str | int) else None,
+            await send_json(send, 200, {"jsonrpc": "2.0", "id": request_id if isinstance(request_id, str | int) else None,
                                     "error": {"code": error[0], "message": error[1]}})
             return
-        await self.app(scope, _replay(body, receive), send)
+        await self.app(scope, receive, send)
 
 
 async def _read_body(receive: Receive, limit: int = 64 * 1024 * 1024) -> tuple[bytes, bool]:
@@ -120,32 +127,12 @@ async def _read_body(receive: Receive, limit: int = 64 * 1024 * 1024) -> tuple[b
             return b"".join(chunks), True
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
-
-
 async def _discard(message: Message) -> None:
     return None
 
 
-async def _json(send: Send, status: int, value: dict) -> None:
-    body = json.dumps(value).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
-
-
 async def _rest_refusal(send: Send, version: str) -> None:
-    await _json(send, 400, {"error": {
+    await send_json(send, 400, {"error": {
         "code": 400, "status": "FAILED_PRECONDITION",
         "message": f"A2A version {version!r} is not supported; this agent speaks {' and '.join(SUPPORTED)}",
         "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "VERSION_NOT_SUPPORTED",

@@ -10,14 +10,19 @@ scrape config for a mesh).
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from mesh.telemetry.scrape import METRICS_PATH
 
@@ -69,37 +74,22 @@ def _binding(path: str) -> str:
     return "rest"
 
 
-class RequestMetrics:
-    """ASGI middleware: counts each HTTP request and times it until its response ends.
+def request_counter(server: str) -> Callable[[Scope, int, float], None]:
+    """An observer for ``RequestLog``: counts each HTTP request of ``server`` and its time until the response ended.
 
-    The RPC method is the one ``BodyLimit`` found in the body (placed inside
-    this middleware, it writes it into the shared scope), else the HTTP method.
+    The RPC method is the one ``BodyLimit`` found in the body (it writes it into
+    the shared scope), else the HTTP method.
     """
 
-    def __init__(self, app: ASGIApp, server: str) -> None:
-        self.app = app
-        self.server = server
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def observe(scope: Scope, status: int, seconds: float) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
-        status = 0
+        method = scope.get("mesh.rpc_method") or scope["method"]
+        binding = _binding(scope["path"])
+        REQUESTS.labels(server, method, binding, str(status or 0)).inc()
+        REQUEST_SECONDS.labels(server, method, binding).observe(seconds)
 
-        async def counting_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, counting_send)
-        finally:
-            method = scope.get("mesh.rpc_method") or scope["method"]
-            binding = _binding(scope["path"])
-            REQUESTS.labels(self.server, method, binding, str(status or 0)).inc()
-            REQUEST_SECONDS.labels(self.server, method, binding).observe(time.perf_counter() - started)
+    return observe
 
 
 async def metrics_endpoint(request: Request) -> Response:

@@ -87,7 +87,7 @@ def http_app(server: MCPServer, *, host: str, token: str | None = None, realm: s
     from starlette.responses import JSONResponse
 
     from mesh.serving.middleware import BearerAuth, BodyLimit, RequestLog
-    from mesh.telemetry.metrics import METRICS_PATH, RequestMetrics, metrics_endpoint
+    from mesh.telemetry.metrics import METRICS_PATH, metrics_endpoint, request_counter
     from mesh.telemetry.tracing import TraceRequests
 
     @server.custom_route(HEALTH_PATH, methods=["GET"])
@@ -106,7 +106,7 @@ def http_app(server: MCPServer, *, host: str, token: str | None = None, realm: s
     app = BodyLimit(app, limit=max_body_bytes)
     if token:
         app = BearerAuth(app, token=token, realm=realm, public_paths=(HEALTH_PATH,))
-    return RequestLog(RequestMetrics(TraceRequests(app, server=realm), server=realm))
+    return RequestLog(TraceRequests(app, server=realm), observers=[request_counter(realm)])
 
 
 async def serve_http(server: MCPServer, *, what: str, host: str, port: int, token: str | None = None,
@@ -114,7 +114,6 @@ async def serve_http(server: MCPServer, *, what: str, host: str, port: int, toke
                      graceful_timeout: float = 10.0, json_response: bool = True) -> None:
     """Serve ``server`` over streamable HTTP with hypercorn (HTTP/1.1 + h2c) until SIGINT/SIGTERM."""
     from mesh.serving.server import serve_asgi
-
     from mesh.telemetry.tracing import setup_tracing
 
     setup_tracing(what)
