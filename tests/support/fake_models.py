@@ -23,21 +23,16 @@ whose client is another process, or in the test's loop (``async with``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import threading
 import time
 from datetime import datetime, timezone
 from typing import Any
 
-from hypercorn.asyncio import serve
-from hypercorn.config import Config
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.support.util import free_port
+from tests.support.loopback_server import LoopbackServer
 
 HANG = {"hang": True}
 
@@ -61,73 +56,19 @@ def fail(status: int, message: str, retry_after: float | None = None, code: str 
     return {"fail": status, "message": message, "retry_after": retry_after, "code": code}
 
 
-class _FakeServer:
+class _FakeServer(LoopbackServer):
     def __init__(self, models: tuple[str, ...] | None = ("fake-model",), tools_supported: bool = True) -> None:
+        super().__init__()
         self.models = None if models is None else set(models)
         self.tools_supported = tools_supported
         self.script: list[dict] = []
         self.default = say("ok")  # the reply when the script is empty
         self.requests: list[dict] = []
         self.headers: list[dict] = []
-        self.port = free_port()
-        self._release = asyncio.Event()
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task | None = None
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     def next_step(self, body: dict) -> dict:
         self.requests.append(body)
         return self.script.pop(0) if self.script else self.default
-
-    def routes(self) -> list[Route]:
-        raise NotImplementedError
-
-    async def __aenter__(self):
-        self._release, self._stop = asyncio.Event(), asyncio.Event()
-        config = Config()
-        config.bind = [f"127.0.0.1:{self.port}"]
-        config.accesslog = None
-        config.graceful_timeout = 1
-
-        async def run() -> None:
-            await serve(Starlette(routes=self.routes()), config, shutdown_trigger=self._stop.wait)
-
-        self._task = asyncio.create_task(run())
-        while True:
-            with contextlib.suppress(OSError):
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                writer.close()
-                break
-            await asyncio.sleep(0.01)
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        self._release.set()
-        self._stop.set()
-        if self._task is not None:
-            await self._task
-
-    def __enter__(self):
-        started = threading.Event()
-
-        async def serve_here() -> None:
-            self._loop = asyncio.get_running_loop()
-            async with self:
-                started.set()
-                await self._stop.wait()
-
-        self._thread = threading.Thread(target=asyncio.run, args=(serve_here(),), daemon=True)
-        self._thread.start()
-        if not started.wait(30):
-            raise RuntimeError("the fake model server did not start")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        assert self._loop is not None and self._thread is not None
-        self._loop.call_soon_threadsafe(self._release.set)
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(30)
 
 
 def _pieces(text: str, chunks: int) -> list[str]:

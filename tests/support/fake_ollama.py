@@ -14,40 +14,29 @@ client is another process.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
 
-from hypercorn.asyncio import serve
-from hypercorn.config import Config
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
-from tests.support.util import free_port
+from tests.support.loopback_server import LoopbackServer
 
 NOT_FOUND = object()
 HANG = object()
 GARBAGE = object()
 
 
-class FakeOllama:
+class FakeOllama(LoopbackServer):
     def __init__(self, models: tuple[str, ...] | None = ("llama-guard3:1b",),
                  respond: Callable[[dict], dict] | None = None) -> None:
         self.models = None if models is None else set(models)  # None: every model is pulled
         self.respond = respond or (lambda request: {"role": "assistant", "content": "safe"})
         self.replies: list = []
         self.requests: list[dict] = []
-        self.port = free_port()
+        super().__init__()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._release = asyncio.Event()
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task | None = None
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _not_found(self, model: str) -> JSONResponse:
         return JSONResponse({"error": f'model "{model}" not found, try pulling it first'}, status_code=404)
@@ -91,48 +80,5 @@ class FakeOllama:
     def _pulled(self, model: str | None) -> bool:
         return self.models is None or model in self.models
 
-    async def __aenter__(self) -> FakeOllama:
-        app = Starlette(routes=[Route("/api/chat", self.chat, methods=["POST"]),
-                                Route("/api/show", self.show, methods=["POST"])])
-        config = Config()
-        config.bind = [f"127.0.0.1:{self.port}"]
-        config.accesslog = None
-        config.graceful_timeout = 1
-
-        async def run() -> None:
-            await serve(app, config, shutdown_trigger=self._stop.wait)
-
-        self._task = asyncio.create_task(run())
-        while True:  # ready when it accepts a connection
-            with contextlib.suppress(OSError):
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                writer.close()
-                break
-            await asyncio.sleep(0.01)
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        self._release.set()
-        self._stop.set()
-        if self._task is not None:
-            await self._task
-
-    def __enter__(self) -> FakeOllama:
-        started = threading.Event()
-
-        async def serve_here() -> None:
-            self._loop = asyncio.get_running_loop()
-            async with self:
-                started.set()
-                await self._stop.wait()
-
-        self._thread = threading.Thread(target=asyncio.run, args=(serve_here(),), daemon=True)
-        self._thread.start()
-        if not started.wait(30):
-            raise RuntimeError("the fake Ollama server did not start")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        assert self._loop is not None and self._thread is not None
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(30)
+    def routes(self) -> list[Route]:
+        return [Route("/api/chat", self.chat, methods=["POST"]), Route("/api/show", self.show, methods=["POST"])]
