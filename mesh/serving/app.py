@@ -88,8 +88,10 @@ def build_cards(config: MeshConfig, name: str, card: AgentCard) -> tuple[AgentCa
     if agent.grpc_port:
         host = urlsplit(url).hostname or "127.0.0.1"
         host = f"[{host}]" if ":" in host else host
-        card.supported_interfaces.append(AgentInterface(url=f"{host}:{agent.grpc_port}", protocol_binding="GRPC",
-                                                        protocol_version="1.0"))
+        for version in config.server.card_versions:  # the port serves both (mesh/serving/grpc.py)
+            # 1.0 names a gRPC target (host:port); 0.3 wants an absolute URL in every interface
+            target = f"{host}:{agent.grpc_port}" if version == "1.0" else f"{urlsplit(url).scheme}://{host}:{agent.grpc_port}"
+            card.supported_interfaces.append(AgentInterface(url=target, protocol_binding="GRPC", protocol_version=version))
     if not agent.auth:
         card.capabilities.extended_agent_card = False
         return card, None

@@ -1,5 +1,10 @@
 """The A2A gRPC binding of an agent: a2a-sdk's GrpcHandler on a grpc.aio server of its own port (``grpc_port``).
 
+Both versions are served on that port: 1.0 (service ``lf.a2a.v1.A2AService``,
+a2a-sdk's GrpcHandler) and 0.3 (``a2a.v1.A2AService``, a2a-sdk's
+CompatGrpcHandler); the two services have different names, so one server
+holds both and a client's stub picks its version.
+
 hypercorn cannot hand gRPC (HTTP/2 trailers, its own framing) to the
 Starlette app, so the binding listens on ``agents.NAME.grpc_port``, on the
 agent's host, in the agent's process and event loop, sharing its request
@@ -15,6 +20,8 @@ import logging
 
 import grpc
 import grpc.aio
+from a2a.compat.v0_3 import a2a_v0_3_pb2_grpc
+from a2a.compat.v0_3.grpc_handler import CompatGrpcHandler
 from a2a.server.request_handlers.grpc_handler import GrpcHandler
 from a2a.types import a2a_pb2_grpc
 
@@ -83,6 +90,7 @@ async def start_grpc(request_handler, host: str, port: int, token: str | None = 
     interceptors = ([BearerInterceptor(token)] if token else []) + [VersionInterceptor()]
     server = grpc.aio.server(interceptors=interceptors)
     a2a_pb2_grpc.add_A2AServiceServicer_to_server(GrpcHandler(request_handler), server)
+    a2a_v0_3_pb2_grpc.add_A2AServiceServicer_to_server(CompatGrpcHandler(request_handler), server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     if tls is not None:
         bound = server.add_secure_port(address, grpc.ssl_server_credentials([(tls[1], tls[0])]))

@@ -22,8 +22,9 @@ def send_10(data: dict, message_id: str = "m-10", method: str = "SendMessage") -
 @pytest.fixture(scope="module")
 def agents(tmp_path_factory):
     directory = tmp_path_factory.mktemp("versions")
-    plain, cors = free_ports(2)
-    config = write_mesh(directory, {"echo": {"module": "agents.echo", "port": plain}})
+    plain, cors, tck = free_ports(3)
+    config = write_mesh(directory, {"echo": {"module": "agents.echo", "port": plain},
+                                    "tck": {"module": "tests.support.agents.tck", "port": tck}})
     cors_dir = directory / "cors"
     cors_dir.mkdir()
     cors_config = write_mesh(cors_dir, {"echo": {"module": "agents.echo", "port": cors}},
@@ -31,7 +32,7 @@ def agents(tmp_path_factory):
     with MeshUp(config) as up, MeshUp(cors_config) as up_cors:
         up.wait_ready()
         up_cors.wait_ready()
-        yield {"plain": f"http://127.0.0.1:{plain}", "cors": f"http://127.0.0.1:{cors}"}
+        yield {"plain": f"http://127.0.0.1:{plain}", "cors": f"http://127.0.0.1:{cors}", "tck": f"http://127.0.0.1:{tck}"}
 
 
 @pytest.fixture
@@ -85,6 +86,30 @@ def test_a_notification_gets_no_reply(agents, http):
     # it was still carried out: the task is there
     tasks = http.get(agents["plain"] + "/v1/tasks", params={"historyLength": "5"}).json()["tasks"]
     assert any(h.get("messageId") == "notified-1" for t in tasks for h in t.get("history", []))
+
+
+def test_a_notification_that_fails_gets_its_error(agents, http):
+    # JSON-RPC 2.0 would stay silent; the A2A TCK 0.3 (mandatory) and a2a-sdk 0.3 servers answer
+    for request, code in [({"jsonrpc": "2.0", "method": "message/ssend", "params": {}}, -32601),
+                          ({"jsonrpc": "2.0", "method": "message/send", "params": {"": "not_a_dict"}}, -32602)]:
+        response = http.post(agents["plain"] + "/", json=request)
+        assert response.status_code == 200, response.text
+        assert response.json()["id"] is None and response.json()["error"]["code"] == code, response.text
+
+
+def test_a_03_rest_history_length_by_its_proto_field_name(agents, http):
+    # the TCK 0.3 continues a task over REST, then reads it with ?history_length= (HTTP transcoding's field name)
+    send = {"message": {"messageId": "h-1", "role": "ROLE_USER", "content": [{"text": "first"}]}}
+    task_id = http.post(agents["tck"] + "/v1/message:send", json=send).json()["task"]["id"]
+    follow = {"message": {"messageId": "h-2", "taskId": task_id, "role": "ROLE_USER", "content": [{"text": "second"}]}}
+    assert http.post(agents["tck"] + "/v1/message:send", json=follow).json()["task"]["status"]["state"] == "TASK_STATE_INPUT_REQUIRED"
+    full = http.get(f"{agents['tck']}/v1/tasks/{task_id}").json()["history"]
+    assert [m["content"][0]["text"] for m in full if m["role"] == "ROLE_USER"] == ["first", "second"]
+    for name in ("history_length", "historyLength"):
+        assert len(http.get(f"{agents['tck']}/v1/tasks/{task_id}", params={name: "1"}).json()["history"]) == 1
+    # and the conversation can be ended by the client
+    cancel = {"jsonrpc": "2.0", "id": 3, "method": "tasks/cancel", "params": {"id": task_id}}
+    assert http.post(agents["tck"] + "/", json=cancel).json()["result"]["status"]["state"] == "canceled"
 
 
 def test_integers_stay_integers(agents, http):

@@ -80,3 +80,20 @@ async def test_grpc_requires_the_bearer_token_when_the_agent_has_auth(agent):
         with pytest.raises(grpc.aio.AioRpcError) as missing:
             await stub.GetTask(request, metadata=(("authorization", "Bearer grpc-secret"),))
         assert missing.value.code() == grpc.StatusCode.NOT_FOUND  # past auth: the task does not exist
+
+
+async def test_a_03_grpc_client_on_the_same_port(agent):
+    # the 0.3 card names the port with transport GRPC; a 0.3 stub (service a2a.v1.A2AService) talks to it
+    from a2a.compat.v0_3 import a2a_v0_3_pb2 as v03
+    from a2a.compat.v0_3 import a2a_v0_3_pb2_grpc as v03_grpc
+
+    card = httpx.get(agent["url"] + "/.well-known/agent-card.json", headers={"A2A-Version": "0.3"}).json()
+    assert {"transport": "GRPC", "url": "http://" + agent["grpc"]} in card["additionalInterfaces"]
+    async with grpc.aio.insecure_channel(agent["grpc"]) as channel:
+        stub = v03_grpc.A2AServiceStub(channel)
+        message = v03.Message(message_id="m-03", role=v03.ROLE_USER, content=[v03.Part(text="over grpc 0.3")])
+        answer = await stub.SendMessage(v03.SendMessageRequest(request=message))
+        assert answer.task.status.state == v03.TASK_STATE_COMPLETED
+        assert answer.task.artifacts[0].parts[0].text == "over grpc 0.3"
+        got = await stub.GetTask(v03.GetTaskRequest(name=f"tasks/{answer.task.id}"))
+        assert got.id == answer.task.id

@@ -3,6 +3,10 @@
 The TCK tests the serving stack through an agent whose behaviour it knows;
 this module is that agent for the mesh, so the TCK runs against `mesh serve`
 (hypercorn, the mesh's middleware, the SQLite store) with nothing else changed.
+The 1.0 TCK names its scenario in the messageId; the 0.3 TCK sends plain
+messages and then continues, reads the history of and cancels the task they
+made, so an unscripted message opens a conversation that stays
+``input-required`` (a 1.0 agent must refuse messages to a finished task).
 """
 
 import asyncio
@@ -62,7 +66,7 @@ class TckExecutor(AgentExecutor):
         updater = TaskUpdater(event_queue, context.task_id, context_id)
         message_id = context.message.message_id if context.message else ""
         steps = next((s for prefix, s in SCENARIOS if message_id.startswith(prefix)),
-                     [("complete", f"Unhandled messageId prefix: {message_id}")])
+                     [("converse", context.get_user_input())])
         if steps[0][0] != "message" and context.current_task is None:
             await event_queue.enqueue_event(new_task_from_user_message(context.message))
         artifact_id = None
@@ -83,6 +87,9 @@ class TckExecutor(AgentExecutor):
                     await event_queue.enqueue_event(updater.new_agent_message([Part(text=text)]))
                 case ("input_required",):
                     await updater.requires_input()
+                case ("converse", text):
+                    reply = f"You said: {text!r}. Say more, or cancel the task to end it."
+                    await updater.requires_input(updater.new_agent_message([Part(text=reply)]))
                 case ("reject", reason):
                     raise A2AError(reason)
                 case ("wait", seconds):
