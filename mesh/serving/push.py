@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 from collections.abc import Awaitable, Callable
 
 import httpx
+from sqlalchemy.exc import SAWarning
 from a2a.server.tasks import BasePushNotificationSender
 from a2a.server.tasks.database_push_notification_config_store import DatabasePushNotificationConfigStore
 
@@ -94,7 +96,11 @@ class RetryingPushSender(BasePushNotificationSender):
 
 def open_push(engine, table: str, allowed_networks: list, retries: int, backoff_seconds: float, timeout: float):
     """(config store, sender, URL validator, close) for an agent whose tasks are in ``engine``."""
-    store = DatabasePushNotificationConfigStore(engine, table_name=f"{table}_push")
+    with warnings.catch_warnings():
+        # a2a-sdk declares a model class named PushNotificationConfigModel on its one declarative
+        # base per table name; SQLAlchemy warns that the name is taken (harmless: lookups go by table)
+        warnings.filterwarnings("ignore", message=".*PushNotificationConfigModel", category=SAWarning)
+        store = DatabasePushNotificationConfigStore(engine, table_name=f"{table}_push")
     http = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
     sender = RetryingPushSender(http, store, url_validator(allowed_networks), retries, backoff_seconds)
 
