@@ -274,10 +274,12 @@ async def _end_task(context: RequestContext, queue: EventQueue, state: int, reas
     task_id = context.task_id or (context.message.task_id if context.message else "") or str(uuid.uuid4())
     context_id = context.context_id or (context.message.context_id if context.message else "") or str(uuid.uuid4())
     if not task_exists:
-        if context.message is not None and context.message.parts:
+        if context.message is not None and context.message.parts and context.message.role == Role.ROLE_USER:
             task = new_task_from_user_message(context.message)
-        else:
+        else:  # no message, or one with no/another role (a2a-sdk's helper refuses those): a task of our own
             task = Task(id=task_id, context_id=context_id, status=TaskStatus(state=TaskState.TASK_STATE_SUBMITTED))
+            if context.message is not None:
+                task.history.append(context.message)
         await queue.enqueue_event(task)
         task_id, context_id = task.id, task.context_id
     message = Message(role=Role.ROLE_AGENT, message_id=str(uuid.uuid4()), task_id=task_id, context_id=context_id,
