@@ -9,7 +9,6 @@ import time
 from email.utils import formatdate
 from urllib.parse import urlsplit
 
-from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.routes import create_agent_card_routes, create_rest_routes
 from a2a.types import (
     AgentCard,
@@ -34,6 +33,7 @@ from mesh.errors import GuardConfigError, PortInUse, ServeError  # noqa: F401 - 
 from mesh.guard.enforcement import guard_for_agent
 from mesh.serving.agents import AgentModuleError, AgentRuntime, load_agent_module
 from mesh.serving.executor import RunningTasks
+from mesh.serving.handler import MeshRequestHandler
 from mesh.serving.jsonrpc import create_jsonrpc_route
 from mesh.serving.middleware import Admission, BearerAuth, BodyLimit, RequestLog
 from mesh.serving.numbers import IntegralNumbers
@@ -208,7 +208,7 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
         public_card.capabilities.push_notifications = True
         if extended_card is not None:
             extended_card.capabilities.push_notifications = True
-    handler = DefaultRequestHandler(
+    handler = MeshRequestHandler(
         agent_executor=executor,
         task_store=versioned or store,
         event_stream=event_stream,

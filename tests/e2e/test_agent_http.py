@@ -249,6 +249,18 @@ def test_wrong_params_v10_names_the_field(mesh):
     assert error["code"] == -32602 and "id field" in json.dumps(error)
 
 
+def test_a_part_with_no_content_is_refused_on_every_binding(mesh):
+    empty = {"message": {"role": "ROLE_USER", "messageId": "m-empty", "parts": [{"text": "ok"}, {}]}}
+    for method in ("SendMessage", "SendStreamingMessage"):
+        error = rpc_error(mesh.echo, jsonrpc(method, empty), version="1.0")
+        assert error["code"] == -32602 and "message.parts[1] has no content" in error["message"], error
+    rest = curl_json(mesh.echo + "/message:send", json.dumps(empty), version="1.0")
+    assert rest["_status"] == 400 and "message.parts[1] has no content" in rest["error"]["message"], rest
+    # the agent never saw it: no task was made
+    tasks = curl_json(mesh.echo + "/tasks?pageSize=100&historyLength=1", http=H1, version="1.0")["tasks"]
+    assert not any(h.get("messageId") == "m-empty" for t in tasks for h in t.get("history", []))
+
+
 def test_unknown_task(mesh):
     assert rpc_error(mesh.echo, jsonrpc("tasks/get", {"id": "nope"}))["code"] == -32001
     error = rpc_error(mesh.echo, jsonrpc("GetTask", {"id": "nope"}), version="1.0")
