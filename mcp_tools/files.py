@@ -2,7 +2,9 @@
 
 Every path is relative to a named root and must stay inside it: ``..``,
 absolute paths, NUL bytes and symbolic links that lead outside the root are
-refused, as are hidden files (``.env``, ``.git``; unless ``include_hidden``),
+refused, as are hidden files (``.env``, ``.git``; unless ``include_hidden``)
+whether named directly or reached through a link inside the root
+(``notes.txt -> .env``: the rules apply to where a link leads),
 anything but regular files (devices, FIFOs), binary files and files over
 ``max_file_bytes``. With no roots configured every call is refused with a
 message saying how to configure one. Files are also resources:
@@ -120,7 +122,13 @@ class Files:
         target = base.joinpath(*parts).resolve()
         if not target.is_relative_to(base):
             raise FileAccessError(f"{path!r} leads outside the root {name!r} through a symbolic link")
+        if self._hidden(base, target):
+            raise FileAccessError(f"{path!r} leads to a hidden file or directory through a symbolic link: refused")
         return name, base, target
+
+    def _hidden(self, base: Path, real: Path) -> bool:
+        """Whether the resolved ``real`` (inside ``base``) is, or is inside, a hidden name that is refused."""
+        return not self.settings.include_hidden and any(p.startswith(".") for p in real.relative_to(base).parts)
 
     def relative(self, base: Path, target: Path) -> str:
         return target.relative_to(base).as_posix() or "."
@@ -151,7 +159,7 @@ class Files:
             info = real.stat()
         except OSError:
             return None
-        if not real.is_relative_to(base):
+        if not real.is_relative_to(base) or self._hidden(base, real):
             return None
         if stat.S_ISDIR(info.st_mode):
             return Entry(name=child.name, type="directory")
@@ -232,7 +240,7 @@ class Files:
         """The text of a file a search may read, or None for links leaving the root, binary and oversized files."""
         try:
             real = file.resolve()
-            if not real.is_relative_to(base):
+            if not real.is_relative_to(base) or self._hidden(base, real):
                 return None
             return _text_of(self.read_bytes(real, file.name))
         except (FileAccessError, OSError):

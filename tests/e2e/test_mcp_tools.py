@@ -136,7 +136,7 @@ async def test_files_list_read_search(mesh):
     names = {e["name"]: e["type"] for e in listing["entries"]}
     assert names["guide"] == "directory" and names["README.md"] == "file" and names["readme-link.md"] == "file"
     assert ".env" not in names and "leak.txt" not in names and "up" not in names and "pipe" not in names
-    assert listing["skipped"] == 4
+    assert listing["skipped"] == 7  # .env, .private, leak.txt, up, pipe, innocuous.txt -> .env, shared -> .private
     text = (await call(mesh, "files", "read_file", {"path": "guide/deploy.md", "root": "docs"})).structured_content
     assert text["text"].startswith("# Deploying") and text["total_lines"] == 5
     part = (await call(mesh, "files", "read_file", {"path": "guide/deploy.md", "start_line": 3, "line_count": 1})).structured_content
@@ -170,6 +170,8 @@ async def test_files_resource(mesh):
     ({"path": "latin1.txt"}, "binary file"),
     ({"path": "big.txt"}, "files over 65,536 bytes are refused"),
     ({"path": ".env"}, "hidden files"),
+    ({"path": "innocuous.txt"}, "leads to a hidden file"),
+    ({"path": "shared/notes.txt"}, "leads to a hidden file"),
     ({"path": "pipe"}, "not a regular file"),
     ({"path": "missing.md"}, "no such file"),
     ({"path": "README.md", "root": "etc"}, "Input should be 'docs'"),
@@ -186,6 +188,16 @@ async def test_files_refuses_hostile_paths(mesh, arguments, reason):
 ])
 async def test_files_refuses_hostile_directories(mesh, tool, arguments, reason):
     assert reason in await refused(mesh, "files", tool, arguments)
+
+
+async def test_files_never_show_hidden_files_through_links(mesh):
+    # innocuous.txt -> .env and shared -> .private: neither read, listed nor searched through
+    listing = (await call(mesh, "files", "list_files", {})).structured_content
+    names = {entry["name"] for entry in listing["entries"]}
+    assert "innocuous.txt" not in names and "shared" not in names and "readme-link.md" in names
+    found = (await call(mesh, "files", "search_files", {"query": "SECRET_TOKEN"})).structured_content
+    assert found["matches"] == [], found
+    assert "leads to a hidden file" in await refused(mesh, "files", "list_files", {"path": "shared"})
 
 
 async def test_files_with_no_roots_refuses_everything_clearly(tmp_path):

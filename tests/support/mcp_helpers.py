@@ -45,6 +45,10 @@ def make_documents(directory: Path) -> Path:
     os.symlink(secret, docs / "leak.txt")
     os.symlink(directory, docs / "up")
     os.symlink(docs / "README.md", docs / "readme-link.md")  # a link that stays inside: allowed
+    os.symlink(docs / ".env", docs / "innocuous.txt")  # a link inside the root to a hidden file: refused
+    (docs / ".private").mkdir()
+    (docs / ".private" / "notes.txt").write_text("private notes: SECRET_TOKEN=do-not-read\n")
+    os.symlink(docs / ".private", docs / "shared")  # a link to a hidden directory: refused
     os.mkfifo(docs / "pipe")
     return docs
 
