@@ -187,13 +187,13 @@ class Calculator:
             raise CalculationError(f"the expression is nested more than {self.settings.max_depth} levels deep")
 
     def _sum(self) -> tuple[Number, str]:
-        self._nested()
+        # Not a level of its own: its callers (a parenthesis, a function call) count one each,
+        # so max_depth is the number of nested parentheses a user can write.
         value, shown = self._product()
         while self._peek() in ("+", "-"):
             op = self._take()[1]
             right, right_shown = self._product()
             value, shown = self._binary(op, value, right), f"{shown} {op} {right_shown}"
-        self.depth -= 1
         return value, shown
 
     def _product(self) -> tuple[Number, str]:
@@ -553,13 +553,14 @@ def format_result(number: Number, precision: int) -> Calculation:
     if not number.exact:
         return Calculation(expression="", result=decimal, exact=False, fraction=None, decimal=decimal)
     fraction = f"{value.numerator}/{value.denominator}" if value.denominator != 1 else str(value.numerator)
-    terminating = _terminating_decimal(value)
+    terminating = _terminating_decimal(value, 2 * precision + 20)
     result = terminating if terminating is not None and len(terminating) <= 2 * precision + 20 else fraction
     return Calculation(expression="", result=result, exact=True, fraction=fraction, decimal=decimal)
 
 
-def _terminating_decimal(value: Fraction) -> str | None:
-    """The exact decimal text of value when its denominator has no prime factors but 2 and 5."""
+def _terminating_decimal(value: Fraction, max_places: int) -> str | None:
+    """The exact decimal text of value when its denominator has no prime factors but 2 and 5 (and it has
+    at most ``max_places`` decimals: 1/2^13000 has 13,000, not worth building to throw away)."""
     den = value.denominator
     twos = fives = 0
     while den % 2 == 0:
@@ -571,6 +572,8 @@ def _terminating_decimal(value: Fraction) -> str | None:
     if den != 1:
         return None
     places = max(twos, fives)
+    if places > max_places:
+        return None
     scaled = abs(value.numerator) * 10**places // value.denominator
     digits = str(scaled).rjust(places + 1, "0")
     text = digits if places == 0 else f"{digits[:-places]}.{digits[-places:]}"
@@ -580,16 +583,20 @@ def _terminating_decimal(value: Fraction) -> str | None:
 def _decimal_text(value: Fraction, precision: int) -> str:
     if value.denominator == 1 and _digits(value.numerator) <= precision:
         return str(value.numerator)
-    with localcontext(Context(prec=precision)):
-        approx = +(Decimal(value.numerator) / Decimal(value.denominator))
-    text = format(approx.normalize(), "f") if -30 < approx.adjusted() < precision else format(approx.normalize(), "E")
-    return text
+    with localcontext(Context(prec=precision, Emax=10**9, Emin=-(10**9))):
+        approx = (Decimal(value.numerator) / Decimal(value.denominator)).normalize()
+        return format(approx, "f") if -30 < approx.adjusted() < precision else format(approx, "E")
 
 
 def compute(expression: str, precision: int, settings: Settings) -> Calculation:
     calculator = Calculator(settings, precision)
-    value, shown = calculator.evaluate(expression)
-    calculation = format_result(value, precision)
+    try:
+        value, shown = calculator.evaluate(expression)
+        calculation = format_result(value, precision)
+    except RecursionError:
+        raise CalculationError("the expression is nested too deeply for this server (lower max_depth)") from None
+    except (ArithmeticError, ValueError) as exc:  # never an empty "Error executing tool": say what went wrong
+        raise CalculationError(f"cannot compute this: {exc}") from None
     calculation.expression = shown
     return calculation
 

@@ -114,6 +114,25 @@ async def test_calculator_refuses_hostile_input_with_a_clear_error(mesh, express
     assert reason in await refused(mesh, "calc", "calculate", {"expression": expression})
 
 
+async def test_calculator_precision_nesting_and_huge_fractions():
+    # the module's defaults (max_digits 4000, max_depth 64), over stdio
+    async with stdio_client(sys.executable, ["-m", "mcp_tools.calculator"], env=python_env()) as client:
+        async def calculate(expression: str, **extra):
+            return await client.call_tool("calculate", {"expression": expression, **extra})
+
+        third = (await calculate("1/3", precision=50)).structured_content
+        assert third["decimal"] == "0." + "3" * 50  # was cut to 28 digits
+        root = (await calculate("sqrt(2)", precision=60)).structured_content
+        assert root["result"] == "1.41421356237309504880168872420969807856967187537694807317668"  # 60 digits, rounded
+        tiny = await calculate("1/2^13000")  # was an empty "Error executing tool calculate"
+        assert not tiny.is_error, text_of(tiny)
+        assert tiny.structured_content["exact"] and tiny.structured_content["decimal"].endswith("E-3914")
+        deep = await calculate("(" * 64 + "1" + ")" * 64)  # max_depth 64 allowed only 31 before
+        assert not deep.is_error and deep.structured_content["result"] == "1", text_of(deep)
+        too_deep = await calculate("(" * 65 + "1" + ")" * 65)
+        assert too_deep.is_error and "nested more than 64 levels" in text_of(too_deep)
+
+
 async def test_calculator_schema_and_resource(mesh):
     async with http_client(tool_url(mesh.loaded, "calc")) as client:
         (tool,) = (await client.list_tools()).tools
