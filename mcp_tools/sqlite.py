@@ -7,6 +7,12 @@ EXPLAIN) reading tables, and read-only PRAGMAs without a value. ATTACH,
 DETACH, writes, schema changes, transactions, PRAGMA assignments and
 ``load_extension`` are refused with an error naming what was refused. A query
 stops after ``timeout_s`` and returns at most ``max_rows`` rows.
+
+Memory is bounded inside SQLite, before values are built: no text or blob may
+be longer than ``max_value_bytes`` (SQLite's SQLITE_LIMIT_LENGTH, so
+``zeroblob(200000000)`` fails at once instead of allocating 200 MB), SQLite's
+heap in this process is capped at ``max_memory`` (``hard_heap_limit``), and
+a result stops at ``max_result_bytes``.
 """
 
 import base64
@@ -20,7 +26,7 @@ from urllib.parse import quote
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp_types import ToolAnnotations
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ByteSize, Field, field_validator
 
 from mcp_tools._common import ConfigPath, ToolSettings, add_tool
 
@@ -52,6 +58,12 @@ class Settings(ToolSettings):
     max_rows: int = Field(500, ge=1, le=100_000, description="most rows one query returns")
     timeout_s: float = Field(5.0, gt=0, le=300, description="a query running longer is stopped")
     max_cell_chars: int = Field(10_000, ge=10, description="longer text or blob values are cut")
+    max_value_bytes: ByteSize = Field(ByteSize(1024 * 1024), ge=1024, le=1024**3,
+                                      description="the longest text or blob a query may build (SQLite refuses more)")
+    max_result_bytes: ByteSize = Field(ByteSize(8 * 1024 * 1024), ge=1024,
+                                       description="a result stops (truncated) once its values hold this much")
+    max_memory: ByteSize = Field(ByteSize(256 * 1024 * 1024), ge=8 * 1024 * 1024,
+                                 description="SQLite's heap limit in this server (hard_heap_limit)")
 
     @field_validator("databases")
     @classmethod
@@ -69,7 +81,7 @@ class QueryResult(BaseModel):
     columns: list[str]
     rows: list[list[Any]] = Field(description="values as JSON: blobs as {'base64': ...}")
     row_count: int = Field(description="rows returned")
-    truncated: bool = Field(description="true when the query had more rows than the limit")
+    truncated: bool = Field(description="true when the query had more rows than max_rows or more bytes than max_result_bytes")
     elapsed_ms: float
 
 
@@ -110,6 +122,7 @@ class ReadOnlyDatabase:
         try:
             connection = sqlite3.connect(uri, uri=True, timeout=self.settings.timeout_s, check_same_thread=False)
             connection.execute("PRAGMA query_only = ON")
+            connection.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, int(self.settings.max_value_bytes))
         except sqlite3.Error as exc:
             raise QueryRefused(f"cannot open database {self.name!r}: {exc}") from None
         refused: list[str] = []
@@ -149,7 +162,7 @@ class ReadOnlyDatabase:
         try:
             try:
                 cursor = connection.execute(sql, parameters)
-                rows = cursor.fetchmany(self.settings.max_rows + 1)
+                rows, over_bytes = self._fetch(cursor)
             except sqlite3.ProgrammingError as exc:
                 raise QueryRefused(f"{exc} (send one statement per call)") from None
             except sqlite3.DatabaseError as exc:
@@ -157,12 +170,27 @@ class ReadOnlyDatabase:
             columns = [d[0] for d in cursor.description or []]
         finally:
             connection.close()
-        truncated = len(rows) > self.settings.max_rows
+        truncated = over_bytes or len(rows) > self.settings.max_rows
         rows = rows[: self.settings.max_rows]
         return QueryResult(
             database=self.name, columns=columns, rows=[[self._json(v) for v in row] for row in rows],
             row_count=len(rows), truncated=truncated, elapsed_ms=round((time.monotonic() - started) * 1000, 2),
         )
+
+    def _fetch(self, cursor: sqlite3.Cursor) -> tuple[list[tuple], bool]:
+        """Up to max_rows + 1 rows, stopping early (True) once they hold max_result_bytes."""
+        rows: list[tuple] = []
+        size = 0
+        limit = int(self.settings.max_result_bytes)
+        while len(rows) <= self.settings.max_rows:
+            row = cursor.fetchone()
+            if row is None:
+                return rows, False
+            rows.append(row)
+            size += sum(len(v) if isinstance(v, str | bytes) else 8 for v in row)
+            if size > limit:
+                return rows, True
+        return rows, False
 
     def _explain(self, refused: list[str], exc: sqlite3.DatabaseError, deadline: float) -> QueryRefused:
         if refused:
@@ -171,6 +199,12 @@ class ReadOnlyDatabase:
             return QueryRefused("refused: this statement changes the database; it is read-only (SELECT queries only)")
         if "interrupted" in str(exc) and time.monotonic() > deadline:
             return QueryRefused(f"the query was stopped after the time limit of {self.settings.timeout_s:g}s")
+        if "too big" in str(exc):
+            return QueryRefused(f"a value of this query would be over {int(self.settings.max_value_bytes):,} bytes, "
+                                "the limit of this server (max_value_bytes); SQLite refused to build it")
+        if isinstance(exc, sqlite3.OperationalError) and "out of memory" in str(exc).lower():
+            return QueryRefused(f"the query needs more than the {int(self.settings.max_memory):,} bytes of memory "
+                                "this server gives SQLite (max_memory)")
         if "readonly" in str(exc).lower() or "read-only" in str(exc).lower():
             return QueryRefused(f"refused: this database is read-only ({exc})")
         return QueryRefused(f"SQL error: {exc}")
@@ -204,6 +238,9 @@ class ReadOnlyDatabase:
 
 
 def create_server(settings: Settings) -> MCPServer:
+    # SQLite's heap limit is per process: set once, before any query (no database needed).
+    with sqlite3.connect(":memory:") as setup:
+        setup.execute(f"PRAGMA hard_heap_limit = {int(settings.max_memory)}")
     databases = {name: ReadOnlyDatabase(name, path, settings) for name, path in settings.databases.items()}
     names = list(databases)
     names_text = ", ".join(names) if names else "none configured"

@@ -2,6 +2,8 @@
 hostile input the issue names, each module over stdio, settings errors, and the search index reused across processes."""
 
 import os
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -269,6 +271,30 @@ async def test_sqlite_queries(mesh):
 ])
 async def test_sqlite_refuses_writes_attach_pragmas_and_runaway_queries(mesh, sql, reason):
     assert reason in await refused(mesh, "db", "query", {"sql": sql})
+
+
+def peak_rss_kib(port: int) -> int:
+    """VmHWM (peak resident memory) of the process listening on ``port``."""
+    listening = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
+    pid = re.search(r"pid=(\d+)", listening).group(1)
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))
+
+
+async def test_sqlite_memory_is_bounded_inside_sqlite(mesh):
+    port = mesh.loaded.tools["db"].port
+    before = peak_rss_kib(port)
+    for sql in ("SELECT zeroblob(200000000)", "SELECT randomblob(300000000)",
+                "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r LIMIT 2000) "
+                "SELECT group_concat(printf('%01000d', i)) FROM r"):
+        assert "max_value_bytes" in await refused(mesh, "db", "query", {"sql": sql})
+    big_rows = (await call(mesh, "db", "query", {"sql": "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r "
+                                                        "LIMIT 100) SELECT randomblob(1000000) FROM r"})).structured_content
+    assert big_rows["truncated"] and big_rows["row_count"] < 100
+    grown = peak_rss_kib(port) - before
+    assert grown < 64 * 1024, f"the sqlite tool's peak memory grew by {grown // 1024} MiB"  # was +760 MiB
+    rows = (await call(mesh, "db", "query", {"sql": "SELECT count(*) FROM people"})).structured_content
+    assert rows["rows"] == [[3]]
 
 
 async def test_sqlite_data_is_untouched_after_hostile_queries(mesh):
