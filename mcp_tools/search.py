@@ -205,8 +205,10 @@ class DocumentIndex:
                 subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
                 for name in sorted(names):
                     path = Path(directory, name)
-                    # A link may not take the search outside the configured directory.
-                    if not name.startswith(".") and path.suffix.lower() in extensions and path.resolve().is_relative_to(base):
+                    real = path.resolve()
+                    # A link may not take the search outside the configured directory, nor to a hidden file in it.
+                    if (not name.startswith(".") and path.suffix.lower() in extensions and real.is_relative_to(base)
+                            and not any(part.startswith(".") for part in real.relative_to(base).parts)):
                         found.append(path)
         unique = list(dict.fromkeys(p.resolve() for p in found))
         return unique[: self.settings.max_files]
