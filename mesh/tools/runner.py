@@ -66,8 +66,10 @@ def run_server(server: MCPServer, *, what: str, http: bool, host: str = "127.0.0
                graceful_timeout: float = 10.0, json_response: bool = True) -> None:
     """Run ``server`` over stdio, or over HTTP until a signal; exit code 3 when it cannot listen."""
     if not http:
+        from mesh.tools.stdio import run_stdio
+
         try:
-            asyncio.run(server.run_stdio_async())
+            asyncio.run(run_stdio(server))
         except KeyboardInterrupt:
             pass
         return

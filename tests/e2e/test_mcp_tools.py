@@ -443,3 +443,59 @@ def test_bad_settings_and_names_fail_with_a_clear_message(tmp_path):
                               env={k: v for k, v in os.environ.items() if k != "MCP_TEST_UNSET_TOKEN"})
     # Serving HTTP without its token would be serving without auth: refused. (Over stdio it needs no token.)
     assert no_token.returncode == 2 and "MCP_TEST_UNSET_TOKEN is not set" in no_token.stderr
+
+
+# -- a stdio server answers every line ------------------------------------------------------------
+
+
+def stdio_exchange(command: list[str], lines: list[str]) -> list[dict]:
+    """Initialize, then send ``lines`` one by one; the answer to each (None when 10 s pass without one)."""
+    import json
+    import select
+
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               text=True, env=python_env())
+
+    def send(line: str) -> None:
+        process.stdin.write(line + "\n")
+        process.stdin.flush()
+
+    def answer() -> dict | None:
+        ready, _, _ = select.select([process.stdout], [], [], 10)
+        return json.loads(process.stdout.readline()) if ready else None
+
+    try:
+        send(json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}))
+        assert answer()["id"] == 0
+        send('{"jsonrpc": "2.0", "method": "notifications/initialized"}')
+        answers = []
+        for line in lines:
+            send(line)
+            answers.append(answer())
+        return answers
+    finally:
+        process.kill()
+        process.wait()
+
+
+DEEP = "[" * 200 + "]" * 200
+UNREADABLE_LINES = [  # (line, code, id): each must be answered (they used to get no reply at all)
+    ('{"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "x", "arguments": {"v": ' + DEEP + "}}}",
+     -32700, 2),
+    ('{"jsonrpc": "2.0", "id": "s3", "method": "tools/list", "params": ' + "[" * 20000 + "]" * 20000 + "}", -32700, "s3"),
+    ("not json at all", -32700, None),
+    ('{"jsonrpc": "2.0", "id": 5}', -32600, 5),
+]
+
+
+@pytest.mark.parametrize("module", ["mcp_tools.calculator", "mesh.tools.bridge"])
+def test_a_stdio_server_answers_every_line(tmp_path, module):
+    config = write_mesh(tmp_path, {"echo": {"module": "agents.echo", "port": free_ports(1)[0]}})  # not running
+    lines = [line for line, _, _ in UNREADABLE_LINES] + ['{"jsonrpc": "2.0", "id": 9, "method": "tools/list"}']
+    command = [sys.executable, "-m", module] + (["-c", str(config)] if module == "mesh.tools.bridge" else [])
+    answers = stdio_exchange(command, lines)
+    for (line, code, request_id), got in zip(UNREADABLE_LINES, answers, strict=False):
+        assert got is not None, f"no answer to {line[:60]}"
+        assert got["id"] == request_id and got["error"]["code"] == code, got
+    assert answers[-1]["id"] == 9 and answers[-1]["result"]["tools"]  # and it goes on serving
