@@ -19,6 +19,14 @@ def _resolved(value: Path, info: ValidationInfo) -> Path:
 ConfigPath = Annotated[Path, AfterValidator(_resolved)]
 
 
+def not_found(what: str, path: Path, info: ValidationInfo) -> ValueError:
+    """The error for a configured path that does not exist, saying which folder a relative path was taken from."""
+    base = (info.context or {}).get("base_dir")
+    where = (f" (relative paths in mesh.yaml are taken from its folder, {base}: write an absolute path, "
+             "or keep mesh.yaml next to what it names)") if base else ""
+    return ValueError(f"{what}: {path}{where}")
+
+
 class ToolSettings(BaseModel):
     """Base of every tool's Settings: unknown keys are errors, so a typo in mesh.yaml is caught."""
 

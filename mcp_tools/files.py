@@ -21,9 +21,9 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.shared.path_security import is_absolute_path
 from mcp_types import ToolAnnotations
-from pydantic import BaseModel, ByteSize, Field, field_validator
+from pydantic import BaseModel, ByteSize, Field, ValidationInfo, field_validator
 
-from mcp_tools._common import ConfigPath, ToolSettings, add_tool
+from mcp_tools._common import ConfigPath, ToolSettings, add_tool, not_found
 
 ROOT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -39,12 +39,12 @@ class Settings(ToolSettings):
 
     @field_validator("roots")
     @classmethod
-    def _roots_exist(cls, roots: dict[str, Path]) -> dict[str, Path]:
+    def _roots_exist(cls, roots: dict[str, Path], info: ValidationInfo) -> dict[str, Path]:
         for name, path in roots.items():
             if not ROOT_NAME.match(name):
                 raise ValueError(f"root name {name!r}: use letters, digits, '.', '-' and '_'")
             if not path.is_dir():
-                raise ValueError(f"root {name!r}: no such directory: {path}")
+                raise not_found(f"root {name!r}: no such directory", path, info)
         return roots
 
 

@@ -34,7 +34,7 @@ from pydantic import (
     model_validator,
 )
 
-from mcp_tools._common import ConfigPath, ToolSettings, add_tool, state_dir
+from mcp_tools._common import ConfigPath, ToolSettings, add_tool, not_found, state_dir
 
 INDEX_VERSION = 1
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -55,10 +55,10 @@ class Settings(ToolSettings):
 
     @field_validator("documents")
     @classmethod
-    def _documents_exist(cls, documents: list[Path]) -> list[Path]:
+    def _documents_exist(cls, documents: list[Path], info: ValidationInfo) -> list[Path]:
         for path in documents:
             if not path.exists():
-                raise ValueError(f"no such file or directory: {path}")
+                raise not_found("no such file or directory", path, info)
         return documents
 
     @model_validator(mode="after")

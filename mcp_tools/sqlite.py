@@ -26,9 +26,9 @@ from urllib.parse import quote
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp_types import ToolAnnotations
-from pydantic import BaseModel, ByteSize, Field, field_validator
+from pydantic import BaseModel, ByteSize, Field, ValidationInfo, field_validator
 
-from mcp_tools._common import ConfigPath, ToolSettings, add_tool
+from mcp_tools._common import ConfigPath, ToolSettings, add_tool, not_found
 
 DATABASE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -67,12 +67,12 @@ class Settings(ToolSettings):
 
     @field_validator("databases")
     @classmethod
-    def _databases_exist(cls, databases: dict[str, Path]) -> dict[str, Path]:
+    def _databases_exist(cls, databases: dict[str, Path], info: ValidationInfo) -> dict[str, Path]:
         for name, path in databases.items():
             if not DATABASE_NAME.match(name):
                 raise ValueError(f"database name {name!r}: use letters, digits, '.', '-' and '_'")
             if not path.is_file():
-                raise ValueError(f"database {name!r}: no such file: {path}")
+                raise not_found(f"database {name!r}: no such file", path, info)
         return databases
 
 

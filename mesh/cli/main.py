@@ -14,6 +14,7 @@ from mesh.cli.inspect import cmd_card, cmd_ls
 from mesh.cli.mcp_config import register as register_mcp_config
 from mesh.cli.tasks import cmd_cancel, cmd_get, cmd_send
 from mesh.cli.up import cmd_check, cmd_serve, cmd_up
+from mesh.config.plugins import START_DIR_VARIABLE
 from mesh.errors import EXIT_INTERRUPTED, ConfigError, MeshError
 
 
@@ -23,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     # a third of the CPU of a message/send. Set it to true to trace (the
     # child processes of `mesh up` inherit it).
     os.environ.setdefault("OTEL_INSTRUMENTATION_A2A_SDK_ENABLED", "false")
+    # Modules named in mesh.yaml are also looked for where `mesh` was started (as `python -m`
+    # would); `mesh up` starts its children in mesh.yaml's folder, so they learn it from here.
+    os.environ.setdefault(START_DIR_VARIABLE, os.getcwd())
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):

@@ -14,7 +14,7 @@ from unittest import mock
 import pytest
 
 from mesh.config import AgentConfig
-from tests.support.util import ROOT, run_cli
+from tests.support.util import ROOT, VENV_BIN, run_cli
 
 GOOD = """\
 name: t
@@ -138,10 +138,11 @@ def test_an_invalid_file_also_reports_the_modules_it_names(tmp_path):
             transport: htp
         """)
     assert result.returncode == 2
+    looked = f" (looked in {path.parent} (mesh.yaml's folder), the installed packages, {os.getcwd()} (where mesh was started))"
     assert result.stderr.strip().splitlines() == [
-        f"{path}:4: agents.a.module: cannot import 'agents.nope': no such module",
+        f"{path}:4: agents.a.module: cannot import 'agents.nope': no such module" + looked,
         f"{path}:5: agents.a.port: Input should be a valid integer, unable to parse string as an integer",
-        f"{path}:8: tools.calc.module: cannot import 'mcp_tools.calculatorr': no such module",
+        f"{path}:8: tools.calc.module: cannot import 'mcp_tools.calculatorr': no such module" + looked,
         f"{path}:9: tools.calc.transport: Input should be 'stdio' or 'http'",
     ]
 
@@ -170,3 +171,26 @@ def test_a_recursive_anchor_is_refused_in_one_line(tmp_path):
 def test_a_huge_file_is_refused_before_it_is_parsed(tmp_path):
     path, result = check(tmp_path, "name: t\n# " + "x" * (5 * 1024 * 1024) + "\n")
     assert result.returncode == 2 and "too large for a mesh file" in result.stderr
+
+
+def test_a_copy_of_mesh_yaml_elsewhere_names_the_folder_its_paths_are_taken_from(tmp_path):
+    copy = tmp_path / "mesh.yaml"
+    copy.write_text((ROOT / "mesh.yaml").read_text())
+    result = run_cli("check", "-c", str(copy))
+    assert result.returncode != 0
+    assert f"no such file or directory: {tmp_path}/docs (relative paths in mesh.yaml are taken from its folder, " \
+           f"{tmp_path}" in result.stderr + result.stdout
+
+
+def test_modules_are_found_where_mesh_was_started_with_no_pythonpath(tmp_path):
+    # the TCK agent of tests/support, named by a mesh.yaml in another folder, from a checkout: like `python -m`
+    (tmp_path / "mesh.yaml").write_text("name: t\nagents:\n  tck: {module: tests.support.agents.tck, port: 1}\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    found = subprocess.run([str(VENV_BIN / "mesh"), "check", "-c", str(tmp_path / "mesh.yaml")],
+                           capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert found.returncode == 0, found.stdout + found.stderr
+    missing = subprocess.run([str(VENV_BIN / "mesh"), "check", "-c", str(tmp_path / "mesh.yaml")],
+                             capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert missing.returncode != 0
+    assert f"no such module (looked in {tmp_path} (mesh.yaml's folder), the installed packages)" \
+        in missing.stdout + missing.stderr
