@@ -109,6 +109,7 @@ class Coordinator(TaskAgent):
         name, graph_input = self.choose(request)
         report = Reporter(self.graphs.graph(name), name, task)
         run = await self.graphs.start(name, graph_input, run_id=task.task_id, on_event=report.superstep)
+        report.run = run
         self.live[run.run_id] = run
         await task.update_status(TaskState.TASK_STATE_WORKING, message=task.new_agent_message(
             [new_text_part(f"running graph {name} (run {run.run_id})"), new_data_part({"graph": name, "run": run.run_id})]))
@@ -153,6 +154,7 @@ class Coordinator(TaskAgent):
                 raise LookupError("its graph is no longer in mesh.yaml as it was when the run started")
             report = Reporter(self.graphs.graph(name), name, store_updater)
             run = await self.graphs.engine(name).resume(run_id, on_event=report.superstep)
+            report.run = run
         except Exception as exc:
             log.warning("run %s cannot resume: %s", run_id, exc)
             await store_updater.end(TaskState.TASK_STATE_FAILED, f"The run could not resume after a restart: {exc}")
@@ -177,6 +179,22 @@ class Reporter:
         self.name = name
         self.task = task
         self.wanted = set(graph.outputs) if graph.outputs is not None else None
+        self.run: Run | None = None
+        self._seen = 0  # calls of run.figures.calls already reported
+
+    def edges(self) -> list[dict[str, Any]]:
+        """The calls finished since the last superstep, per edge their messages took: latency, tokens, cost (for the console)."""
+        if self.run is None:
+            return []
+        calls = self.run.figures.calls
+        fresh, self._seen = calls[self._seen:], len(calls)
+        edges = []
+        for vertex, latency, targets, usage in fresh:
+            tokens, cost, _size = usage or (None, None, None)
+            for target in dict.fromkeys(targets):
+                edges.append({"from": vertex, "to": target, "latency_ms": round(latency * 1000, 3), "tokens": tokens,
+                              "cost": cost})
+        return edges
 
     async def superstep(self, event: SuperstepEvent) -> None:
         line = (f"superstep {event.superstep}: {len(event.active)} active ({', '.join(event.active[:8])}"
@@ -187,7 +205,7 @@ class Reporter:
         if event.mutations_applied:
             line += f", {len(event.mutations_applied)} topology changes"
         await self.task.update_status(TaskState.TASK_STATE_WORKING, message=self.task.new_agent_message(
-            [new_text_part(line), new_data_part(_json(event.summary()))]))
+            [new_text_part(line), new_data_part(_json({**event.summary(), "graph": self.name, "edges": self.edges()}))]))
         for vertex, value in event.outputs.items():
             if self.wanted is None or vertex in self.wanted:
                 await self.task.add_artifact([_part(value)], artifact_id=f"{event.run_id}-{vertex}", name=vertex)

@@ -251,6 +251,14 @@ class StateConfig(Strict):
         return value or None
 
 
+class ConsoleConfig(Strict):
+    """The web console `mesh up` serves (mesh/console): where, and whether."""
+
+    enabled: bool = True
+    port: Port | None = None  # none: a free port, written to STATE_DIR/console.json (`mesh ls --json` reads it)
+    host: str | None = None  # default: server.host, but never the wildcard (0.0.0.0/:: become loopback)
+
+
 class MeshConfig(Strict):
     name: Name = "mesh"
     state: StateConfig = StateConfig()
@@ -259,6 +267,7 @@ class MeshConfig(Strict):
     tools: dict[Name, ToolConfig] = {}
     guard: GuardPolicy | None = None
     graphs: dict[Name, GraphSpec] = {}
+    console: ConsoleConfig = ConsoleConfig()
     # The agent that runs graphs (`mesh run` talks to it); default: the agent named "coordinator".
     coordinator: Name | None = None
 
@@ -321,6 +330,15 @@ class MeshConfig(Strict):
 
     def token_of(self, agent: AgentConfig) -> str | None:
         return agent.auth.bearer_token if agent.auth else None
+
+    def console_host(self) -> str:
+        """Where the console listens: console.host, else server.host with a wildcard turned into loopback."""
+        host = self.console.host or self.server.host
+        if self.console.host is None and host in ("", "0.0.0.0"):
+            return "127.0.0.1"
+        if self.console.host is None and host == "::":
+            return "::1"
+        return host
 
     def problem(self, path: tuple, message: str) -> SourceProblem:
         if self._source is None:
@@ -399,6 +417,8 @@ def _cross_checks(config: MeshConfig, source: YamlSource) -> list[SourceProblem]
             claim(tool.host or config.server.host, tool.port, f"tools.{name}", ("tools", name, "port"))
         if tool.auth:
             problems += _secret_checks(source, ("tools", name, "auth", "bearer_token"), tool.auth.bearer_token)
+    if config.console.enabled and config.console.port is not None:
+        claim(config.console_host(), config.console.port, "console", ("console", "port"))
     from mesh.graphs.vertices import agents_named
 
     for graph_name, graph in config.graphs.items():
