@@ -95,6 +95,8 @@ async def exchange(
     on_event: Callable[[StreamResponse, Exchange], Awaitable[None] | None] | None = None,
     *,
     settle: bool = True,
+    cancel_remote: Callable[[], bool] | None = None,
+    background: set[asyncio.Task] | None = None,
 ) -> Exchange:
     """Send ``request``, fold every event (calling ``on_event`` after each), and settle the task.
 
@@ -102,7 +104,11 @@ async def exchange(
     is followed by ``GetTask``, so the result holds the task's real final
     state and its whole artifacts. If the caller is cancelled mid-stream, the
     remote task is cancelled too (in the background), so no agent works on
-    for a caller that has gone.
+    for a caller that has gone. ``cancel_remote`` (asked at that moment) may
+    say no, for a caller that stops waiting but leaves the task to run (a
+    deadline after which it reads the task later). The cancel runs in the
+    background; its task goes into ``background``, which a caller that closes
+    the HTTP client afterwards awaits first, or the cancel would never leave.
     """
     result = Exchange()
     events: asyncio.Queue = asyncio.Queue()
@@ -122,12 +128,18 @@ async def exchange(
                 if asyncio.iscoroutine(outcome):
                     await outcome
     except asyncio.CancelledError:
-        if result.task is not None:
+        loop = asyncio.get_running_loop()
+        cleanup = None
+        if cancel_remote is not None and not cancel_remote():
+            reader.cancel()
+        elif result.task is not None:
             reader.cancel()
             if not result.settled:
-                asyncio.get_running_loop().create_task(cancel_quietly(client, result.task.id))
+                cleanup = loop.create_task(cancel_quietly(client, result.task.id))
         else:
-            asyncio.get_running_loop().create_task(_cancel_when_known(client, reader, events))
+            cleanup = loop.create_task(_cancel_when_known(client, reader, events))
+        if cleanup is not None and background is not None:
+            background.add(cleanup)
         raise
     except BaseException:
         reader.cancel()

@@ -1,7 +1,7 @@
 """The mesh as one MCP server: every agent of mesh.yaml as tools (send a message, get a task), every graph as a tool.
 
 For each agent ``NAME`` there are ``NAME_send`` (a ``text`` and optional
-``data``, ``task_id``, ``context_id``) and ``NAME_get_task``; their
+``data``, ``task_id``, ``context_id``), ``NAME_get_task`` and ``NAME_cancel_task``; their
 descriptions come from the agent's card, fetched when the bridge starts (its
 description and skills with examples), or from its module when the agent is
 not running yet. Each graph ``G`` of mesh.yaml is ``run_G`` with a ``text``.
@@ -10,7 +10,10 @@ and IDEs launch) or add ``--http --port P`` for streamable HTTP.
 
 Agents are called over A2A (HTTP/2) with the tokens mesh.yaml gives them; a
 task's status updates are forwarded as MCP progress notifications while the
-call runs.
+call runs, the first of them naming the task's id (a host cut off can read the
+task with ``NAME_get_task``). A call the host cancels (or gives up on:
+``notifications/cancelled``) cancels the agent's task; past the bridge's own
+``--timeout`` the task runs on and the reply says how to read it.
 """
 
 import argparse
@@ -21,6 +24,7 @@ import os
 import sys
 from typing import Annotated, Any
 
+import anyio
 import httpx
 from a2a.types import AgentCard, GetTaskRequest, Task
 from google.protobuf.json_format import MessageToDict
@@ -36,6 +40,14 @@ from mesh.config import MeshConfig
 log = logging.getLogger(__name__)
 
 CARD_TIMEOUT_S = 3.0
+# How long a cancelled call waits for its CancelTask to reach the agent (or for the task's id, to cancel it).
+CANCEL_WAIT_S = 10.0
+
+
+def task_note(agent: str, task_id: str, state: str) -> str:
+    """The first progress message of a send: the task's id, and how to read the task if the call is cut off."""
+    return f"task {task_id} of agent {agent}: {state}; if this call is interrupted, read it with {agent}_get_task"
+
 class ArtifactContent(BaseModel):
     name: str
     text: str = Field(description="the artifact's text parts, joined")
@@ -154,12 +166,21 @@ class AgentCaller:
         message = user_message(text or None, data, task_id=task_id, context_id=context_id)
         answer = None
         updates = 0
+        announced = False
+        background: set[asyncio.Task] = set()
 
         async def forward(event, so_far) -> None:
-            nonlocal answer, updates
+            nonlocal answer, updates, announced
             answer = so_far
+            if context is None:
+                return
+            if not announced and so_far.task_id:
+                # The id goes out first, so a host whose call is cut off can still read the task.
+                announced = True
+                updates += 1
+                await context.report_progress(updates, None, task_note(name, so_far.task_id, state_name(so_far.state)))
             note = _progress_note(event)
-            if note and context is not None:
+            if note:
                 updates += 1
                 await context.report_progress(updates, None, note)
 
@@ -167,11 +188,20 @@ class AgentCaller:
             async with http_client(self.config.token_of(agent), timeout=self.timeout, h2c=self.config.h2c_of(name)) as http:
                 card = self.cards.get(name) or await fetch_card(http, url)
                 client = await open_client(http, card, streaming=card.capabilities.streaming)
-                async with asyncio.timeout(self.timeout):
-                    answer = await exchange(client, send_request(message), forward)
-                    if answer.task is not None and card.capabilities.streaming:
-                        # A stream delivers artifacts in pieces; the stored task has them whole.
-                        answer.task = await client.get_task(GetTaskRequest(id=answer.task.id))
+                try:
+                    async with asyncio.timeout(self.timeout) as deadline:
+                        # Past the bridge's own deadline the task runs on (the reply says how to read it
+                        # later); a host that cancels the call (or times out) has the task cancelled.
+                        answer = await exchange(client, send_request(message), forward,
+                                                cancel_remote=lambda: not deadline.expired(), background=background)
+                        if answer.task is not None and card.capabilities.streaming:
+                            # A stream delivers artifacts in pieces; the stored task has them whole.
+                            answer.task = await client.get_task(GetTaskRequest(id=answer.task.id))
+                finally:
+                    if background:
+                        # The CancelTask must leave before the HTTP client closes under it.
+                        with anyio.CancelScope(shield=True):
+                            await asyncio.wait(background, timeout=CANCEL_WAIT_S)
         except TimeoutError:
             if answer is not None and answer.task_id:
                 return AgentReply(agent=name, task_id=answer.task_id, context_id=None, state=state_name(answer.state),
@@ -200,6 +230,21 @@ class AgentCaller:
                 card = self.cards.get(name) or await fetch_card(http, url)
                 client = await open_client(http, card, streaming=False)
                 return reply_from_task(name, await client.get_task(GetTaskRequest(id=task_id)))
+        except Exception as exc:
+            raise ToolError(self._reason(name, url, exc)) from None
+
+    async def cancel_task(self, name: str, task_id: str) -> AgentReply:
+        from a2a.types import CancelTaskRequest
+
+        from mesh.client import fetch_card, http_client, open_client
+
+        agent = self.config.agent(name)
+        url = self.config.url_of(name)
+        try:
+            async with http_client(self.config.token_of(agent), timeout=self.timeout, h2c=self.config.h2c_of(name)) as http:
+                card = self.cards.get(name) or await fetch_card(http, url)
+                client = await open_client(http, card, streaming=False)
+                return reply_from_task(name, await client.cancel_task(CancelTaskRequest(id=task_id)))
         except Exception as exc:
             raise ToolError(self._reason(name, url, exc)) from None
 
@@ -257,6 +302,9 @@ def _add_agent_tools(server: MCPServer, caller: AgentCaller, name: str, card: Ag
     async def get_task(task_id: Annotated[str, Field(min_length=1, description="The task_id a send returned.")]) -> AgentReply:
         return await caller.get_task(name, task_id)
 
+    async def cancel_task(task_id: Annotated[str, Field(min_length=1, description="The task_id a send returned.")]) -> AgentReply:
+        return await caller.cancel_task(name, task_id)
+
     title = card.name if card is not None and card.name else name
     server.add_tool(send, name=f"{name}_send", title=f"Ask {title}",
                     description=describe_agent(name, card, caller.config.url_of(name)),
@@ -264,6 +312,10 @@ def _add_agent_tools(server: MCPServer, caller: AgentCaller, name: str, card: Ag
     server.add_tool(get_task, name=f"{name}_get_task", title=f"Get a task of {title}",
                     description=f"Read a task of the agent {title!r} by its id: state, status message and artifacts.",
                     annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=True))
+    server.add_tool(cancel_task, name=f"{name}_cancel_task", title=f"Cancel a task of {title}",
+                    description=f"Stop a running task of the agent {title!r} by its id; returns the task as it ended.",
+                    annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True,
+                                                open_world_hint=True))
 
 
 def _add_graph_tool(server: MCPServer, caller: AgentCaller, graph: str) -> None:

@@ -1,10 +1,14 @@
 """Agents and MCP together, as real processes: the tool-using agent calling stdio and HTTP tool servers (by rules
 and through an Ollama-style model), and the bridge exposing the mesh's agents and graphs as MCP tools."""
 
+import functools
 import json
+import re
 import sys
 
+import anyio
 import pytest
+from mcp import MCPError
 
 from mesh.config import load_config
 from tests.support.mcp_helpers import (
@@ -176,7 +180,7 @@ async def test_bridge_lists_agents_and_graphs_with_schemas_from_cards(mesh):
     async with bridge(mesh) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
         agents = ("echo", "coordinator", "primes", "assistant", "modeled", "guard", "guarded")
-        assert set(tools) == {f"{a}_{verb}" for a in agents for verb in ("send", "get_task")} | {"run_review"}
+        assert set(tools) == {f"{a}_{verb}" for a in agents for verb in ("send", "get_task", "cancel_task")} | {"run_review"}
         primes = tools["primes_send"]
         assert primes.description.startswith("Send a message to the agent 'Primes': Counts the primes")
         assert "skill Count primes:" in primes.description and '"count primes below 10^8"' in primes.description
@@ -238,3 +242,65 @@ async def test_bridge_with_an_agent_down_describes_it_from_its_module_and_says_w
         assert "skill Count primes" in tools["primes_send"].description
         result = await client.call_tool("primes_send", {"text": "count primes below 100"})
     assert result.is_error and f"agent primes is not answering at http://127.0.0.1:{port}" in text_of(result)
+
+
+def _task_id_from(notes: list) -> str:
+    """The task id the bridge's first progress message gives (before the call ends)."""
+    for note in notes:
+        match = re.match(r"task (\S+) of agent primes: ", note or "")
+        if match:
+            return match.group(1)
+    raise AssertionError(f"no task id among the progress messages {notes}")
+
+
+async def _state_within(client, task_id: str, wanted: str, seconds: float) -> str:
+    """The task's state once it is ``wanted``, or its last state after ``seconds``."""
+    state = None
+    with anyio.move_on_after(seconds):
+        while state != wanted:
+            state = (await client.call_tool("primes_get_task", {"task_id": task_id})).structured_content["state"]
+            if state != wanted:
+                await anyio.sleep(0.2)
+    return state
+
+
+async def test_a_host_timeout_cancels_the_agents_task_whose_id_came_first(mesh):
+    """A host that gives up (read timeout: the client sends notifications/cancelled) has the A2A task cancelled."""
+    async with bridge(mesh) as client:
+        notes = []
+
+        async def progress(progress, total, message):
+            notes.append(message)
+
+        with pytest.raises(MCPError):
+            await client.call_tool("primes_send", {"text": "count primes below 10^11"}, read_timeout_seconds=1.5,
+                                   progress_callback=progress)
+        task_id = _task_id_from(notes)
+        assert "primes_get_task" in notes[0]
+        # Without the CancelTask the sieve runs on for minutes (state working).
+        assert await _state_within(client, task_id, "canceled", 10) == "canceled"
+
+
+async def test_a_cancelled_call_cancels_the_task_and_the_bridge_deadline_leaves_it_running(mesh):
+    async with bridge(mesh) as client:
+        notes, seen = [], anyio.Event()
+
+        async def progress(progress, total, message):
+            notes.append(message)
+            seen.set()
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(functools.partial(client.call_tool, "primes_send", {"text": "count primes below 10^11"},
+                                               progress_callback=progress))
+            await seen.wait()
+            tasks.cancel_scope.cancel()  # the client sends notifications/cancelled
+        assert await _state_within(client, _task_id_from(notes), "canceled", 10) == "canceled"
+    config = mesh.path
+    async with stdio_client(sys.executable, ["-m", "mesh.tools.bridge", "-c", str(config), "--timeout", "1"],
+                            env=python_env(), cwd="/") as client:
+        reply = (await client.call_tool("primes_send", {"text": "count primes below 10^11"})).structured_content
+        assert reply["state"] == "working" and "primes_get_task" in reply["message"]
+        task = await client.call_tool("primes_get_task", {"task_id": reply["task_id"]})
+        assert task.structured_content["state"] == "working"
+        canceled = (await client.call_tool("primes_cancel_task", {"task_id": reply["task_id"]})).structured_content
+        assert canceled["state"] == "canceled"

@@ -76,7 +76,7 @@ async def test_claude_entries_launch_as_claude_desktop_launches_them(mesh):
     assert servers["mcptest-bridge"]["env"] == {}
     assert "mcptest-bridge needs ECHO_TOKEN (not written without --include-secrets)" in notes
     expected = {"mcptest-calc": ["calculate"], "mcptest-files": ["list_files", "read_file", "search_files"],
-                "mcptest-bridge": ["echo_send", "echo_get_task"]}
+                "mcptest-bridge": ["echo_send", "echo_get_task", "echo_cancel_task"]}
     for name, entry in servers.items():
         assert await initialize_and_list(entry) == expected[name], name
 
