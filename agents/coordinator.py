@@ -10,6 +10,12 @@ summary as data) and an artifact per output as it appears; the last artifact,
 the superstep it is at. Runs are checkpointed each superstep: a coordinator
 that stops (or is killed) resumes its unfinished runs when it starts again,
 without repeating a finished vertex call, and its tasks carry on.
+
+With ``state.database`` in PostgreSQL several coordinators (replicas, hosts)
+share the runs: each run is leased by the coordinator running it, and every
+coordinator looks for runs whose lease expired (every third of
+``state.lease_seconds``) and takes them over, updating their A2A tasks in
+the shared task store (``mesh.pregel.lease``).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from google.protobuf.struct_pb2 import Value
 from pydantic import BaseModel, ConfigDict
 
 from mesh.graphs.runtime import GraphRuntime, checkpoint_store
-from mesh.pregel import Run, RunResult, SuperstepEvent
+from mesh.pregel import Run, RunNotResumable, RunResult, SuperstepEvent
 from mesh.serving.agents import AgentRuntime
 from mesh.serving.executor import AgentFailure, Suspended, TaskAgent
 from mesh.serving.store import update_task
@@ -89,15 +95,33 @@ class Coordinator(TaskAgent):
         self.live: dict[str, Run] = {}
         self.stopping = False
         self._resumed: list[asyncio.Task] = []
+        self._adopting: asyncio.Task | None = None
 
     async def start(self) -> None:
         await self.graphs.store.open()
+        if self.graphs.lease_seconds is not None:
+            self._adopting = asyncio.create_task(self._adopt_orphans(self.graphs.lease_seconds / 3))
+            return
         for info in await self.graphs.store.list_runs(status="running", limit=1000):
             self._resumed.append(asyncio.create_task(self._resume(info.run_id)))
+
+    async def _adopt_orphans(self, every: float) -> None:
+        """Take over the runs whose coordinator died or stalled (their lease expired), now and every ``every`` s."""
+        while not self.stopping:
+            try:
+                for run_id in await self.graphs.store.orphaned_runs():
+                    if run_id not in self.live:
+                        self._resumed.append(asyncio.create_task(self._resume(run_id)))
+            except Exception as exc:  # the database is away for a while: try again later
+                log.warning("looking for runs to take over failed: %s", exc)
+            self._resumed = [task for task in self._resumed if not task.done()]
+            await asyncio.sleep(every)
 
     async def stop(self) -> None:
         """At shutdown the runs stay resumable: the next start picks them up where they were."""
         self.stopping = True
+        if self._adopting is not None:
+            self._adopting.cancel()
         for run in list(self.live.values()):
             run.cancel(resumable=True)
         await asyncio.gather(*(run.result() for run in list(self.live.values())), return_exceptions=True)
@@ -121,8 +145,8 @@ class Coordinator(TaskAgent):
             raise
         finally:
             self.live.pop(run.run_id, None)
-        if result.stop_reason == "interrupted":
-            raise Suspended()  # shutting down: the run resumes at the next start
+        if result.stop_reason in ("interrupted", "lease_lost"):
+            raise Suspended()  # shutting down, or another coordinator took the run over: the run goes on there
         await report.finish(result)
 
     def choose(self, request: RequestContext) -> tuple[str, Any]:
@@ -155,11 +179,18 @@ class Coordinator(TaskAgent):
             report = Reporter(self.graphs.graph(name), name, store_updater)
             run = await self.graphs.engine(name).resume(run_id, on_event=report.superstep)
             report.run = run
+        except RunNotResumable as exc:
+            if self.graphs.lease_seconds is not None:
+                log.info("run %s: not taken over: %s", run_id, exc)  # another coordinator was quicker
+                return
+            log.warning("run %s cannot resume: %s", run_id, exc)
+            await store_updater.end(TaskState.TASK_STATE_FAILED, f"The run could not resume after a restart: {exc}")
+            return
         except Exception as exc:
             log.warning("run %s cannot resume: %s", run_id, exc)
             await store_updater.end(TaskState.TASK_STATE_FAILED, f"The run could not resume after a restart: {exc}")
             return
-        log.info("resuming run %s of graph %s at superstep %d", run_id, name, run.superstep)
+        log.info("resuming run %s of graph %s at superstep %d (owner %s)", run_id, name, run.superstep, self.graphs.owner)
         self.live[run_id] = run
         await store_updater.update_status(TaskState.TASK_STATE_WORKING, message=store_updater.new_agent_message(
             [new_text_part(f"resumed graph {name} after a restart, at superstep {run.superstep}")]))
@@ -167,7 +198,7 @@ class Coordinator(TaskAgent):
             result = await run.result()
         finally:
             self.live.pop(run_id, None)
-        if result.stop_reason != "interrupted":
+        if result.stop_reason not in ("interrupted", "lease_lost"):
             await report.finish(result)
 
 

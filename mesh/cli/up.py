@@ -99,7 +99,7 @@ def agent_service(config: MeshConfig, name: str, replica: int = 0):
     from mesh.cli.supervisor import Service
 
     agent = config.agent(name)
-    port = agent.port + replica
+    port = config.port_of(agent, replica)
     host = config.host_of(agent)
     probe_host = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
     scheme = "https" if agent.tls else "http"

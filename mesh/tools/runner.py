@@ -63,8 +63,8 @@ def run_module(module: ModuleType | str, argv: list[str] | None = None) -> None:
 
 def run_server(server: MCPServer, *, what: str, http: bool, host: str = "127.0.0.1", port: int | None = None,
                token: str | None = None, public_hosts: Iterable[str] = (), max_body_bytes: int = 4 * 1024 * 1024,
-               graceful_timeout: float = 10.0, json_response: bool = True, state_dir: Any = None,
-               telemetry: Any = None) -> None:
+               graceful_timeout: float = 10.0, json_response: bool = True, resumable: bool = False,
+               state_dir: Any = None, telemetry: Any = None) -> None:
     """Run ``server`` over stdio, or over HTTP until a signal; exit code 3 when it cannot listen.
 
     Run from mesh.yaml (``state_dir`` given), it traces: its MCP server spans
@@ -92,7 +92,8 @@ def run_server(server: MCPServer, *, what: str, http: bool, host: str = "127.0.0
     try:
         asyncio.run(serve_http(server, what=what, host=host, port=port, token=token, public_hosts=public_hosts,
                                max_body_bytes=max_body_bytes, graceful_timeout=graceful_timeout,
-                               json_response=json_response, state_dir=state_dir, telemetry=telemetry))
+                               json_response=json_response, resumable=resumable, state_dir=state_dir,
+                               telemetry=telemetry))
     except ServeError as exc:
         print(str(exc), file=sys.stderr)
         raise SystemExit(3) from None
