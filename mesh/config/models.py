@@ -440,7 +440,9 @@ def _cross_checks(config: MeshConfig, source: YamlSource) -> list[SourceProblem]
         if agent.is_local:
             for replica in range(agent.replicas):  # replica i of `replicas: N` listens on port + i
                 owner = f"agents.{name}" + (f" (replica {replica})" if replica else "")
-                claim(config.host_of(agent), agent.port + replica, owner, ("agents", name, "port"))
+                # with replica_urls, each replica is where its URL says (often a host of its own)
+                host = urlsplit(agent.replica_urls[replica]).hostname or "" if agent.replica_urls else config.host_of(agent)
+                claim(host, config.port_of(agent, replica), owner, ("agents", name, "port"))
         if agent.auth:
             problems += _secret_checks(source, ("agents", name, "auth", "bearer_token"), agent.auth.bearer_token)
         if agent.tls:
