@@ -190,9 +190,8 @@ class OpenAIProvider(Provider):
             # read here as plain JSON: the client's typed chunk objects cost more CPU than the rest of a
             # round trip in the agent (scripts/bench/llm.py, README performance section).
             async with self.client.chat.completions.with_streaming_response.create(**options) as response:
-                async for data in _sse_data(response.iter_lines()):
-                    if data == "[DONE]":
-                        break
+                lines = response.iter_lines()
+                async for data in _sse_data(lines):
                     chunk = json.loads(data)
                     if not isinstance(chunk, dict):
                         continue
@@ -221,6 +220,7 @@ class OpenAIProvider(Provider):
                             slot["name"] += function.get("name") or ""
                             arguments = function.get("arguments") or ""
                             slot["arguments"] += arguments if isinstance(arguments, str) else json.dumps(arguments)
+                await _drain(lines)
         except openai.APIStatusError as exc:
             raise self._status_error(exc.status_code, _openai_detail(exc), _retry_after(exc.response.headers)) from None
         except openai.APITimeoutError:
@@ -261,17 +261,30 @@ class OpenAIProvider(Provider):
 
 
 async def _sse_data(lines: Any):
-    """The data of each server-sent event (its ``data:`` lines joined), from a stream of lines."""
+    """The data of each server-sent event (its ``data:`` lines joined), from a stream of lines, up to ``[DONE]``."""
     data: list[str] = []
     async for line in lines:
         if not line:
             if data:
+                if data == ["[DONE]"]:
+                    return
                 yield "\n".join(data)
                 data = []
         elif line.startswith("data:"):
             data.append(line[6:] if line.startswith("data: ") else line[5:])
-    if data:
+    if data and data != ["[DONE]"]:
         yield "\n".join(data)
+
+
+async def _drain(lines: Any, within: float = 0.1) -> None:
+    """Read what follows ``[DONE]`` (normally nothing), briefly: a response read to its end leaves its connection for
+    the next round trip, where one closed early costs a new connection."""
+    try:
+        async with asyncio.timeout(within):
+            async for _ in lines:
+                pass
+    except TimeoutError:
+        pass
 
 
 def _openai_detail(exc: Any) -> str:
