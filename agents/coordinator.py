@@ -200,7 +200,8 @@ class Reporter:
                       "supersteps": result.supersteps, "outputs": outputs, "errors": result.errors,
                       "aggregates": result.aggregates, "figures": result.figures})
         await self.task.add_artifact([new_text_part(summary), new_data_part(data)], name="result")
-        if result.status == "failed":
+        if result.status == "failed" or (result.errors and not outputs):
+            # A run that ended with errors and nothing to show failed, whatever the engine's status says.
             reasons = "; ".join(f"{e.get('vertex')}: {e.get('error')}" for e in result.errors[:5])
             raise AgentFailure(f"{summary}: {reasons}")
         if isinstance(self.task, StoredTask):

@@ -43,6 +43,7 @@ from mesh.guard.verdicts import (
     CATEGORIES,
     VERDICT_COUNTS,
     CachedClassifier,
+    Reason,
     Turn,
     Verdict,
     record_verdict,
@@ -107,6 +108,7 @@ class Settings(BaseModel):
     injection: bool = Field(True, description="with Ollama too, run the embedded prompt-injection check")
     recheck_s: float = Field(30.0, gt=0, description="auto: how often to look for Ollama again while it is down")
     cache_size: int = Field(10_000, ge=0, description="verdicts kept, keyed by a hash of the content")
+    max_chars: int = Field(200_000, ge=1000, description="the most text one conversation may hold; more is refused unread")
 
 
 class AutoClassifier:
@@ -196,6 +198,57 @@ class WithInjectionCheck:
         return getattr(self.inner, name)
 
 
+class Explained:
+    """Bounds the work per conversation and gives every unsafe verdict its reasons (what fired, never the content).
+
+    A conversation longer than ``max_chars`` is refused with the reason before
+    any classifier sees it, so one huge message cannot keep the guard busy.
+    Reasons: a rule and the span it matched for INJ (``injection.explain``), the
+    probe's score against its threshold for the embedded backend, the model for
+    Llama Guard. A backend that gives reasons itself keeps them.
+    """
+
+    def __init__(self, inner, max_chars: int, embedded=None) -> None:
+        self.inner = inner
+        self.max_chars = max_chars
+        self.embedded = embedded
+
+    async def classify(self, turns: Sequence[Turn]) -> Verdict:
+        size = sum(len(t.content) for t in turns)
+        if size > self.max_chars:
+            raise GuardError(f"the conversation holds {size:,} characters; this guard checks at most {self.max_chars:,} "
+                             "(its settings.max_chars)")
+        verdict = await self.inner.classify(turns)
+        if verdict.safe or verdict.reasons:
+            return verdict
+        return verdict.model_copy(update={"reasons": reasons_for(verdict, turns[-1].content, self.embedded)})
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def reasons_for(verdict: Verdict, text: str, embedded=None) -> list[Reason]:
+    """What fired for each of ``verdict``'s categories (see ``Explained``)."""
+    from agents.guard.injection import explain
+
+    reasons: list[Reason] = []
+    config = getattr(embedded, "config", None)
+    safe_below = getattr(config, "safe_below", None)
+    p_safe = verdict.scores.get("safe")
+    for code in verdict.codes:
+        if code == "INJ":
+            hits = explain(text)
+            reasons += [Reason(code=code, source="rule", rule=h["rule"], span=tuple(h["span"]), within=h["within"]) for h in hits]
+            if hits:
+                continue
+        if verdict.backend == "ollama" and code != "INJ":
+            reasons.append(Reason(code=code, source="model", rule=verdict.model))
+            continue
+        note = f"P(safe) {p_safe:.2f} < {safe_below:.2f}" if p_safe is not None and safe_below is not None else None
+        reasons.append(Reason(code=code, source="probe", score=verdict.scores.get(code), threshold=safe_below, note=note))
+    return reasons
+
+
 def create_classifier(settings: Settings | dict | None = None) -> Any:
     """The classifier the settings choose, with its verdict cache: ``await c.classify(turns) -> Verdict``.
 
@@ -217,12 +270,12 @@ def create_classifier(settings: Settings | dict | None = None) -> Any:
         classifier = ollama if settings.backend == "ollama" else AutoClassifier(settings, ollama, embedded)
         if settings.injection:
             classifier = WithInjectionCheck(classifier, embedded)
-    return CachedClassifier(classifier, settings.cache_size)
+    return CachedClassifier(Explained(classifier, settings.max_chars, embedded), settings.cache_size)
 
 
 def describe(classifier: Any) -> dict:
     inner = classifier
-    while not hasattr(inner, "describe") or isinstance(inner, (CachedClassifier, WithInjectionCheck)):
+    while not hasattr(inner, "describe") or isinstance(inner, (CachedClassifier, WithInjectionCheck, Explained)):
         inner = inner.inner
     return inner.describe()
 
@@ -309,8 +362,9 @@ class GuardAgent(AgentExecutor):
         return self._reply(context, text, {"verdicts": answers})
 
     async def status(self) -> dict:
-        inner = self.classifier.inner if isinstance(self.classifier, CachedClassifier) else self.classifier
-        auto = inner.inner if isinstance(inner, WithInjectionCheck) else inner
+        auto = self.classifier
+        while isinstance(auto, (CachedClassifier, Explained, WithInjectionCheck)):
+            auto = auto.inner
         if isinstance(auto, AutoClassifier):
             await auto.choose()
         return {**describe(self.classifier), "counts": dict(VERDICT_COUNTS)}

@@ -134,7 +134,9 @@ class GuardClient:
         reply = await self._call(data)
         try:
             return Verdict.model_validate(reply)
-        except ValidationError as exc:
+        except (ValidationError, TypeError) as exc:
+            if isinstance(exc, TypeError):
+                raise GuardError(f"the guard at {self.url} answered with no verdict: {exc}") from None
             raise GuardError(f"the guard at {self.url} answered with no verdict: {_first_error(exc)}") from None
 
     async def _call(self, data: dict) -> dict[str, Any]:
@@ -151,7 +153,15 @@ class GuardClient:
         except (httpx.HTTPError, A2AError, OSError) as exc:
             self._client = None  # reconnect (and re-read the card) next time
             raise GuardError(f"the guard at {self.url} cannot be reached: {_reason(exc)}") from None
-        return _reply_data(result, self.url)
+        except Exception as exc:  # noqa: BLE001 - an answer that is no A2A reply (garbage) is an error, never a pass
+            self._client = None
+            raise GuardError(f"the guard at {self.url} answered with something that is not an A2A reply: {_reason(exc)}") from None
+        try:
+            return _reply_data(result, self.url)
+        except GuardError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise GuardError(f"the guard at {self.url} answered with no verdict: {_reason(exc)}") from None
 
     async def _open(self):
         import httpx
