@@ -68,13 +68,15 @@ class Reason(BaseModel):
 
     def line(self) -> str:
         """'S9 probe 0.91 >= 0.55' / 'INJ rule override at 12-48' / 'S1 model llama-guard3'."""
+        where = f" at {self.span[0]}-{self.span[1]}" if self.span else ""
+        # Text decoded from base64/hex (or normalised) has positions of its own: say which text they are in.
+        within = f" of the {self.within} text" if self.within and self.within != "text" else ""
         if self.source == "probe":
             score = f" {self.score:.2f}" if self.score is not None else ""
             bar = f" (threshold {self.threshold:.2f})" if self.threshold is not None else ""
-            return f"{self.code} probe{score}{bar}" + (f", {self.note}" if self.note else "")
+            return f"{self.code} probe{score}{bar}{where}{within}" + (f", {self.note}" if self.note else "")
         if self.source == "rule":
-            where = f" at {self.span[0]}-{self.span[1]}" if self.span else ""
-            return f"{self.code} rule {self.rule}{where}" + (f" of the {self.within} text" if self.within and self.within != "text" else "")
+            return f"{self.code} rule {self.rule}{where}{within}"
         return f"{self.code} {self.rule or 'model'}"
 
 
