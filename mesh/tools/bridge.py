@@ -371,9 +371,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"mesh.tools.bridge: --token-env {args.token_env}: that variable is not set", file=sys.stderr)
         raise SystemExit(2)
     server = asyncio.run(build_bridge(config, args.timeout))
-    # SSE answers, so that an agent's progress reaches the client while a send runs.
+    # SSE answers, so that an agent's progress reaches the client while a send runs; resumable,
+    # because a send can outlast a connection.
     run_server(server, what=f"bridge {config.name}", http=args.http, host=args.host, port=args.port, token=token,
-               json_response=False)
+               json_response=False, resumable=True)
 
 
 if __name__ == "__main__":

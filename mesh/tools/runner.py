@@ -63,7 +63,7 @@ def run_module(module: ModuleType | str, argv: list[str] | None = None) -> None:
 
 def run_server(server: MCPServer, *, what: str, http: bool, host: str = "127.0.0.1", port: int | None = None,
                token: str | None = None, public_hosts: Iterable[str] = (), max_body_bytes: int = 4 * 1024 * 1024,
-               graceful_timeout: float = 10.0, json_response: bool = True) -> None:
+               graceful_timeout: float = 10.0, json_response: bool = True, resumable: bool = False) -> None:
     """Run ``server`` over stdio, or over HTTP until a signal; exit code 3 when it cannot listen."""
     if not http:
         from mesh.tools.stdio import run_stdio
@@ -81,7 +81,7 @@ def run_server(server: MCPServer, *, what: str, http: bool, host: str = "127.0.0
     try:
         asyncio.run(serve_http(server, what=what, host=host, port=port, token=token, public_hosts=public_hosts,
                                max_body_bytes=max_body_bytes, graceful_timeout=graceful_timeout,
-                               json_response=json_response))
+                               json_response=json_response, resumable=resumable))
     except ServeError as exc:
         print(str(exc), file=sys.stderr)
         raise SystemExit(3) from None
