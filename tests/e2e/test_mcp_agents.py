@@ -9,8 +9,10 @@ import sys
 
 import anyio
 import httpx
+import httpx2
 import pytest
-from mcp import MCPError
+from mcp import Client, MCPError
+from mcp.client.streamable_http import streamable_http_client
 
 from mesh.config import load_config
 from tests.support.mcp_helpers import (
@@ -307,8 +309,8 @@ async def test_past_the_bridges_own_deadline_the_task_runs_on_and_can_be_cancell
 @pytest.fixture(scope="module")
 def bridge_http(mesh):
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "mesh.tools.bridge", "-c", str(mesh.path), "--http", "--port", str(port)],
-                               env=python_env(), cwd="/", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen([sys.executable, "-m", "mesh.tools.bridge", "-c", str(mesh.path), "--http", "--port", str(port),
+                                "--sse-poll-s", "1"], env=python_env(), cwd="/", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_health(f"http://127.0.0.1:{port}/health", process)
         yield f"http://127.0.0.1:{port}/mcp"
@@ -355,12 +357,37 @@ def test_a_bridge_call_cut_off_mid_stream_resumes_with_last_event_id(bridge_http
                 last_id = event_id
                 if message.get("method") == "notifications/progress" and "sieved" in message["params"]["message"]:
                     break  # the connection drops in the middle of the call
-        with http.stream("GET", bridge_http, headers={**headers, "Accept": "text/event-stream",
-                                                      "Last-Event-ID": last_id}) as resumed:
-            assert resumed.status_code == 200
-            for _, message in _sse_events(resumed):
-                if message.get("id") == 7:
-                    break
+        reply = None
+        for _ in range(60):  # the bridge closes each stream after a second (--sse-poll-s 1): reconnect from the last id
+            with http.stream("GET", bridge_http, headers={**headers, "Accept": "text/event-stream",
+                                                          "Last-Event-ID": last_id}) as resumed:
+                assert resumed.status_code == 200
+                for event_id, message in _sse_events(resumed):
+                    last_id = event_id or last_id
+                    if message.get("id") == 7:
+                        reply = message
+                        break
+            if reply is not None:
+                break
+    message = reply
+    assert "result" in message, message
     reply = message["result"]["structuredContent"]
     assert reply["state"] == "completed"
     assert {a["name"]: a for a in reply["artifacts"]}["summary"]["data"][0]["primes"] == 11078937
+
+
+async def test_a_long_bridge_call_over_http_polls_the_sse_stream_and_the_mcp_client_resumes_it(bridge_http):
+    """--sse-poll-s: the bridge closes a running call's stream every second; the Python SDK resumes it each time."""
+    resumed = []
+
+    async def count(request):
+        if request.method == "GET" and "last-event-id" in request.headers:
+            resumed.append(request.headers["last-event-id"])
+
+    async with httpx2.AsyncClient(http1=True, http2=False, timeout=httpx2.Timeout(30.0, read=60.0),
+                                  event_hooks={"request": [count]}) as http:
+        async with Client(streamable_http_client(bridge_http, http_client=http), mode="legacy") as client:
+            counted = await client.call_tool("primes_send", {"text": "count primes below 3*10^8"})
+    summary = {a["name"]: a for a in counted.structured_content["artifacts"]}["summary"]
+    assert summary["data"][0]["primes"] == 16252325
+    assert resumed, "the stream was never closed and resumed"
