@@ -264,6 +264,15 @@ class StateConfig(Strict):
         return value or None
 
 
+class TelemetryConfig(Strict):
+    """Where every process of the mesh sends its spans (OTEL_EXPORTER_OTLP_ENDPOINT, when set, wins over otlp_endpoint)."""
+
+    otlp_endpoint: str | None = Field(None, pattern=r"^https?://")  # OTLP/HTTP base URL, e.g. http://127.0.0.1:4318
+    sampling: float = Field(1.0, ge=0.0, le=1.0)  # share of new traces kept; a traced caller's choice is followed
+    # Spans also as JSON lines under STATE_DIR/traces (what the console reads); default: only with no OTLP endpoint.
+    keep_local: bool | None = None
+
+
 class ConsoleConfig(Strict):
     """The web console `mesh up` serves (mesh/console): where, and whether."""
 
@@ -281,6 +290,7 @@ class MeshConfig(Strict):
     guard: GuardPolicy | None = None
     graphs: dict[Name, GraphSpec] = {}
     console: ConsoleConfig = ConsoleConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
     # The agent that runs graphs (`mesh run` talks to it); default: the agent named "coordinator".
     coordinator: Name | None = None
 
@@ -430,7 +440,9 @@ def _cross_checks(config: MeshConfig, source: YamlSource) -> list[SourceProblem]
         if agent.is_local:
             for replica in range(agent.replicas):  # replica i of `replicas: N` listens on port + i
                 owner = f"agents.{name}" + (f" (replica {replica})" if replica else "")
-                claim(config.host_of(agent), agent.port + replica, owner, ("agents", name, "port"))
+                # with replica_urls, each replica is where its URL says (often a host of its own)
+                host = urlsplit(agent.replica_urls[replica]).hostname or "" if agent.replica_urls else config.host_of(agent)
+                claim(host, config.port_of(agent, replica), owner, ("agents", name, "port"))
         if agent.auth:
             problems += _secret_checks(source, ("agents", name, "auth", "bearer_token"), agent.auth.bearer_token)
         if agent.tls:

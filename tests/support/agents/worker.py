@@ -7,6 +7,7 @@ did not call a finished vertex again.
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 from a2a.helpers import get_data_parts, get_message_text, new_text_part
@@ -23,6 +24,7 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = "worker"
     delay_s: float = 0.0
+    delays: dict[str, float] = {}  # per graph vertex id: how long its calls take instead of delay_s
     fail_first: int = 0  # fail this many calls of each vertex before answering
     log: str | None = None
     control: bool = False  # answer with a pregel control part echoing data {"pregel": ...} sent to it
@@ -43,7 +45,7 @@ class Worker(TaskAgent):
         meta = dict(meta) if meta else {}
         text = get_message_text(request.message)
         entry = {"agent": self.settings.name, "vertex": meta.get("vertex"), "superstep": meta.get("superstep"),
-                 "attempt": meta.get("attempt"), "run": meta.get("run"), "text": text}
+                 "attempt": meta.get("attempt"), "run": meta.get("run"), "text": text, "pid": os.getpid()}
         self._log({**entry, "outcome": "started"})
         earlier = 0
         if self.settings.fail_first and self.settings.log and Path(self.settings.log).exists():
@@ -51,7 +53,7 @@ class Worker(TaskAgent):
             earlier = sum(1 for e in lines if e["vertex"] == entry["vertex"] and e["run"] == entry["run"]
                           and e["outcome"] == "failed")
         try:
-            await asyncio.sleep(self.settings.delay_s)
+            await asyncio.sleep(self.settings.delays.get(entry["vertex"], self.settings.delay_s))
         except asyncio.CancelledError:
             self._log({**entry, "outcome": "cancelled"})
             raise
