@@ -67,7 +67,6 @@ def test_the_mesh_page_lists_the_agents_with_their_cards_and_metrics(browser):
     assert set(by_name) == {"coordinator", "primes", "echo"}
     assert by_name["primes"][0] == "count-primes" and "plan" in by_name["coordinator"][0]
     assert "JSONRPC 1.0" in by_name["echo"][1]
-    shot(browser, "console-mesh.png")
 
 
 def test_a_plan_run_is_drawn_live_with_the_planners_vertices(browser):
@@ -147,3 +146,21 @@ def test_tasks_are_listed_and_a_message_is_sent_from_the_page(browser):
     assert "completed" in text
     assert browser.evaluate("document.querySelectorAll('#tasks tbody tr[data-task]').length") >= 1
     assert browser.errors == []
+
+
+def test_a_killed_agent_is_shown_restarted(browser, mesh):
+    import signal
+
+    browser.evaluate("location.hash = '#mesh'")
+    status = browser.evaluate("fetch('/api/status').then(r => r.json())")
+    echo = next(p for p in status["processes"] if p["name"] == "echo")
+    assert echo["process"]["state"] == "running" and echo["process"]["restarts"] == 0
+    os.kill(echo["process"]["pid"], signal.SIGKILL)
+    shown = browser.wait_for("""(() => {
+        const cell = document.querySelector('#agents tr[data-agent=echo]').children[1].textContent;
+        return cell.startsWith('up') && cell.includes('1 restarts') && cell;
+    })()""", timeout=30)
+    assert shown == "up (1 restarts)"
+    after = browser.evaluate("fetch('/api/status').then(r => r.json())")
+    assert next(p for p in after["processes"] if p["name"] == "echo")["process"]["pid"] != echo["process"]["pid"]
+    shot(browser, "console-mesh.png")  # with the traffic of the tests above
