@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -198,6 +199,10 @@ class WithInjectionCheck:
         return getattr(self.inner, name)
 
 
+DECODE_SCAN_CHARS = 64_000  # how much of a long text is searched for encoded payloads (its first and last halves)
+_ENCODED_HINT = re.compile(r"[A-Za-z0-9+/]{20,}|(?:[0-9a-fA-F]{2}[ :]?){16,}")  # cheap test before decoding
+
+
 class Explained:
     """Bounds the work per conversation and gives every unsafe verdict its reasons (what fired, never the content).
 
@@ -219,9 +224,37 @@ class Explained:
             raise GuardError(f"the conversation holds {size:,} characters; this guard checks at most {self.max_chars:,} "
                              "(its settings.max_chars)")
         verdict = await self.inner.classify(turns)
-        if verdict.safe or verdict.reasons:
+        if not (verdict.safe or verdict.reasons):
+            verdict = verdict.model_copy(update={"reasons": reasons_for(verdict, turns[-1].content, self.embedded)})
+        return await self._with_decoded(turns, verdict)
+
+    async def _with_decoded(self, turns: Sequence[Turn], verdict: Verdict) -> Verdict:
+        """``verdict`` plus the categories of text hidden as base64/hex in the last turn, classified as plain text.
+
+        Harmful text encoded to slip past a classifier of plain text is judged
+        for what it says (reasons ``within: decoded``); only the first and last
+        DECODE_SCAN_CHARS of a long text are searched, so the work stays bounded.
+        """
+        from agents.guard.injection import decoded_payloads, normalise
+
+        text = turns[-1].content
+        if len(text) > DECODE_SCAN_CHARS:
+            text = text[: DECODE_SCAN_CHARS // 2] + "\n" + text[-DECODE_SCAN_CHARS // 2:]
+        if not _ENCODED_HINT.search(text):
             return verdict
-        return verdict.model_copy(update={"reasons": reasons_for(verdict, turns[-1].content, self.embedded)})
+        decoded = decoded_payloads(normalise(text)[0])
+        if not decoded:
+            return verdict
+        hidden = await self.inner.classify([*turns[:-1], Turn(role=turns[-1].role, content="\n".join(decoded)[:self.max_chars])])
+        new = [code for code in hidden.codes if code not in verdict.codes]
+        if not new:
+            return verdict
+        from mesh.guard.verdicts import categories_of
+
+        reasons = [r.model_copy(update={"within": "decoded"}) for r in
+                   (hidden.reasons or reasons_for(hidden, "\n".join(decoded), self.embedded)) if r.code in new]
+        return verdict.model_copy(update={"safe": False, "categories": categories_of([*verdict.codes, *new]),
+                                          "reasons": [*verdict.reasons, *reasons]})
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

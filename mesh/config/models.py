@@ -265,6 +265,15 @@ class StateConfig(Strict):
         return value or None
 
 
+class TelemetryConfig(Strict):
+    """Where every process of the mesh sends its spans (OTEL_EXPORTER_OTLP_ENDPOINT, when set, wins over otlp_endpoint)."""
+
+    otlp_endpoint: str | None = Field(None, pattern=r"^https?://")  # OTLP/HTTP base URL, e.g. http://127.0.0.1:4318
+    sampling: float = Field(1.0, ge=0.0, le=1.0)  # share of new traces kept; a traced caller's choice is followed
+    # Spans also as JSON lines under STATE_DIR/traces (what the console reads); default: only with no OTLP endpoint.
+    keep_local: bool | None = None
+
+
 class ConsoleConfig(Strict):
     """The web console `mesh up` serves (mesh/console): where, and whether."""
 
@@ -282,6 +291,7 @@ class MeshConfig(Strict):
     guard: GuardPolicy | None = None
     graphs: dict[Name, GraphSpec] = {}
     console: ConsoleConfig = ConsoleConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
     # The agent that runs graphs (`mesh run` talks to it); default: the agent named "coordinator".
     coordinator: Name | None = None
 

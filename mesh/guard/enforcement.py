@@ -99,6 +99,8 @@ class Guard:
         size = len(turns[-1].content)
         if size > self.policy.max_chars:
             # Bounded work per message: the guard never reads more than max_chars of one check.
+            metrics.record_block(self.agent, ["oversize"])
+            span.set_attribute("mesh.guard.oversize", size)
             return Blocked(f"{_upper(what)} blocked unread: it holds {size:,} characters and the guard checks at most "
                            f"{self.policy.max_chars:,} (guard.max_chars in mesh.yaml).", [], unsafe=True)
         turns = [t if len(t.content) <= self.policy.max_chars else Turn(role=t.role, content=t.content[-self.policy.max_chars:])

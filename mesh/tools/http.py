@@ -115,17 +115,21 @@ def http_app(server: MCPServer, *, host: str, token: str | None = None, realm: s
     app = BodyLimit(app, limit=max_body_bytes)
     if token:
         app = BearerAuth(app, token=token, realm=realm, public_paths=(HEALTH_PATH,))
-    return RequestLog(TraceRequests(app, server=realm), observers=[request_counter(realm)])
+    return RequestLog(TraceRequests(app, server=realm, parented_only=MCP_PATH), observers=[request_counter(realm)])
 
 
 async def serve_http(server: MCPServer, *, what: str, host: str, port: int, token: str | None = None,
                      public_hosts: Iterable[str] = (), max_body_bytes: int = 4 * 1024 * 1024,
-                     graceful_timeout: float = 10.0, json_response: bool = True, resumable: bool = False) -> None:
-    """Serve ``server`` over streamable HTTP with hypercorn (HTTP/1.1 + h2c) until SIGINT/SIGTERM."""
+                     graceful_timeout: float = 10.0, json_response: bool = True, resumable: bool = False,
+                     state_dir: Any = None, telemetry: Any = None) -> None:
+    """Serve ``server`` over streamable HTTP with hypercorn (HTTP/1.1 + h2c) until SIGINT/SIGTERM.
+
+    ``state_dir`` and ``telemetry`` (mesh.yaml's) say where its spans go.
+    """
     from mesh.serving.server import serve_asgi
     from mesh.telemetry.tracing import setup_tracing
 
-    setup_tracing(what)
+    setup_tracing(what, state_dir, telemetry)
     app = http_app(server, host=host, token=token, realm=what, public_hosts=public_hosts,
                    max_body_bytes=max_body_bytes, json_response=json_response, resumable=resumable)
     shown = bracketed(host if host not in _WILDCARD_HOSTS else socket.getfqdn())

@@ -21,6 +21,8 @@ def default_mesh(tmp_path_factory):
     entries = [e for e in (*doc["agents"].values(), *doc["tools"].values()) if "port" in e]
     for entry, port in zip(entries, free_ports(len(entries))):
         entry["port"] = port
+    if isinstance(doc.get("console"), dict):  # mesh up's web console has a fixed port of its own
+        doc["console"]["port"] = free_ports(1)[0]
     doc["tools"]["files"]["settings"]["roots"] = {"project": str(ROOT)}
     doc["tools"]["search"]["settings"]["documents"] = [str(ROOT / "docs")]
     doc["agents"]["guard"]["settings"]["ollama_host"] = f"http://127.0.0.1:{free_ports(1)[0]}"  # nothing listens

@@ -1,4 +1,4 @@
-"""The console's server side: its auth (the agents' bearer tokens), where it binds, and the /metrics summary."""
+"""The console's server side (its auth, where it binds, the /metrics summary) and the telemetry: section it sits next to."""
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.testclient import TestClient
@@ -67,3 +67,16 @@ def test_metrics_summary_counts_traffic_errors_and_percentiles():
     assert summary["requests"] == 100 and summary["errors"] == 2
     assert summary["p50_ms"] == 10.0 and summary["p99_ms"] == 1000.0
     assert summary["guard_blocks"] == {"S1": 3}
+
+
+def test_the_telemetry_section_is_checked(tmp_path, monkeypatch):
+    import pytest
+
+    from mesh.errors import ConfigError
+
+    config = config_with(tmp_path, monkeypatch, telemetry={"otlp_endpoint": "http://127.0.0.1:4318", "sampling": 0.5})
+    assert config.telemetry.otlp_endpoint == "http://127.0.0.1:4318" and config.telemetry.sampling == 0.5
+    with pytest.raises(ConfigError, match="telemetry.sampling"):
+        config_with(tmp_path, monkeypatch, telemetry={"sampling": 2})
+    with pytest.raises(ConfigError, match="telemetry.otlp_endpoint"):
+        config_with(tmp_path, monkeypatch, telemetry={"otlp_endpoint": "127.0.0.1:4318"})
