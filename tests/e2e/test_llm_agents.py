@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from mesh.config import load_config
-from tests.support.fake_models import FakeOllama, FakeOpenAI, call, fail, say
+from tests.support.fake_models import FakeOllama, FakeOpenAI, break_off, call, fail, say
 from tests.support.mcp_helpers import a2a_stream
 from tests.support.util import MeshUp, curl_json, free_ports, jsonrpc, run_cli, write_mesh
 
@@ -150,13 +150,18 @@ def test_ollama_agent_with_a_tool(mesh, models):
     ([call("calc__calculate", {"expression": "1+1"})] * 3, "no answer after 3 model round trips (max_steps)"),
     ([fail(400, "This model's maximum context length is 4096 tokens", code="context_length_exceeded")], "longer than the model's context"),
     ([fail(429, "Rate limit reached", retry_after=0)] * 2, "rate limiting (429"),
-], ids=["invalid-json", "unknown-tool", "max-steps", "context-too-long", "rate-limited"])
+    ([fail(503, "upstream overloaded", retry_after=0)] * 2, "failed (503: upstream overloaded); check the model server"),
+    ([break_off("Half an", "CUDA out of memory")], "reported an error mid-answer: CUDA out of memory"),
+], ids=["invalid-json", "unknown-tool", "max-steps", "context-too-long", "rate-limited", "server-error", "mid-stream"])
 def test_failures_are_task_failures_that_say_what_to_do(mesh, models, script, expected):
     openai, _ = models
     openai.script = list(script)
+    sent_before = len(openai.requests)
     events = a2a_stream(url(mesh, "writer"), "go")
     status = final(events)
     assert status["state"] == "failed"
+    if "fail" in script[0]:  # a retryable status is tried again (retries: 1), the rest are not
+        assert len(openai.requests) - sent_before == (2 if script[0]["fail"] in (429, 503) else 1)
     text = status_text(status)
     assert expected in text and "openai at" in text and "fake-model" in text
     assert "blocked" not in text.lower()
