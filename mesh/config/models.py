@@ -253,7 +253,8 @@ class StateConfig(Strict):
     dir: Path = Path(".mesh")
     database: str | None = None
     # With a PostgreSQL database, each graph run is leased by one coordinator for this long (renewed
-    # every third of it); a coordinator that dies or stalls longer loses its runs to another.
+    # every third of it); a coordinator that dies or stalls longer loses its runs to another, and a
+    # replica of an agent silent this long is given up: a survivor fails its unfinished tasks.
     lease_seconds: float = Field(10.0, gt=0, le=3600)
 
     @field_validator("database")

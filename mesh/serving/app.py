@@ -263,6 +263,15 @@ def build_app(config: MeshConfig, name: str, replica: int = 0) -> Starlette:
             # belongs to a previous process of it that died. Swept in the
             # background: a store that grew during an incident must not hold up serving.
             sweep = asyncio.ensure_future(_sweep(store, name))
+        watch = None
+        if versioned is not None and not getattr(agent_executor, "resumes_tasks", False):
+            from mesh.serving.replicas import ReplicaWatch, replica_owner
+
+            ttl = config.state.lease_seconds  # how long a replica may be silent before the others give up on it
+            watch = ReplicaWatch(versioned.as_task_store.engine, name, replica_owner(), store, executor.task_ids,
+                                 beat=ttl / 3, ttl=ttl)
+            await watch.start()
+            executor.watch = watch
         if hasattr(agent_executor, "start"):
             await agent_executor.start()
         grpc_server = None
@@ -291,6 +300,8 @@ def build_app(config: MeshConfig, name: str, replica: int = 0) -> Starlette:
             stopped = await fail_unfinished_tasks(store, INTERRUPTED_BY_SHUTDOWN, only=running)
             if stopped:
                 log.warning("agent %s: %d tasks were still running at shutdown and are marked failed", name, len(stopped))
+            if watch is not None:
+                await watch.stop()
             await close_store()
             if guard_client is not None:
                 await guard_client.aclose()

@@ -11,6 +11,10 @@ from tests.support.util import MeshUp, free_ports, run_cli, write_mesh
 
 pytestmark = pytest.mark.skipif(chromium_path() is None, reason="needs Debian's chromium (scripts/test-deps)")
 
+WORKER = "tests.support.agents.worker"
+# a run slow enough to be caught running: its first vertex answers after 3 s
+SLOW = {"entry": "first", "vertices": [{"id": "first", "kind": "agent", "agent": "worker"},
+                                       {"id": "second", "kind": "agent", "agent": "worker"}], "edges": ["first -> second"]}
 PLAN = {"description": "a planner adds one agent vertex per job at the barrier", "entry": "planner", "outputs": ["report"],
         "vertices": [{"id": "planner", "kind": "python", "function": "agents.graph_steps:plan"},
                      {"id": "report", "kind": "python", "function": "agents.graph_steps:report"}]}
@@ -21,12 +25,13 @@ SHOTS = os.environ.get("MESH_CONSOLE_SCREENSHOTS")
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory):
     directory = tmp_path_factory.mktemp("console")
-    ports = free_ports(3)
+    ports = free_ports(4)
     config = write_mesh(directory, {
         "coordinator": {"module": "agents.coordinator", "port": ports[0]},
         "primes": {"module": "agents.primes", "port": ports[1]},
         "echo": {"module": "agents.echo", "port": ports[2]},
-    }, graphs={"plan": PLAN}, name="console-test")
+        "worker": {"module": WORKER, "port": ports[3], "settings": {"delays": {"first": 3.0}}},
+    }, graphs={"plan": PLAN, "slow": SLOW}, name="console-test")
     with MeshUp(config, env={"OTEL_BSP_SCHEDULE_DELAY": "100"}) as up:
         up.wait_ready()
         line = up.wait_for("console: http://")
@@ -60,11 +65,11 @@ def test_console_url_is_in_the_table_and_in_mesh_ls(mesh):
 def test_the_mesh_page_lists_the_agents_with_their_cards_and_metrics(browser):
     rows = browser.wait_for("""(() => {
         const rows = [...document.querySelectorAll('#agents tbody tr')];
-        return rows.length === 3 && rows.every(r => r.children[1].textContent.startsWith('up')) &&
+        return rows.length === 4 && rows.every(r => r.children[1].textContent.startsWith('up')) &&
                rows.map(r => [r.dataset.agent, r.children[3].textContent, r.children[2].textContent]);
     })()""")
     by_name = {name: (skills, protocols) for name, skills, protocols in rows}
-    assert set(by_name) == {"coordinator", "primes", "echo"}
+    assert set(by_name) == {"coordinator", "primes", "echo", "worker"}
     assert by_name["primes"][0] == "count-primes" and "plan" in by_name["coordinator"][0]
     assert "JSONRPC 1.0" in by_name["echo"][1]
 
@@ -107,7 +112,7 @@ def test_a_plan_run_is_drawn_live_with_the_planners_vertices(browser):
 
 def test_a_past_run_replays_superstep_by_superstep(browser):
     browser.wait_for("document.querySelectorAll('#runs tbody tr').length >= 1")
-    browser.evaluate("document.querySelector('#runs tbody tr').click()")
+    browser.evaluate("document.querySelector('#runs tbody tr:last-child').click()")
     browser.wait_for("!document.querySelector('#replay-bar').hidden && document.querySelector('#replay-at').textContent.includes('superstep -1')")
     assert browser.evaluate("document.querySelectorAll('#graph .vertex').length") == 2
     browser.evaluate("document.querySelector('#replay-next').click()")  # superstep 0: the planner ran, its jobs appear
@@ -116,6 +121,33 @@ def test_a_past_run_replays_superstep_by_superstep(browser):
     browser.evaluate("document.querySelector('#replay-next').click()")
     active = browser.wait_for("[...document.querySelectorAll('#graph .vertex.active')].map(v => v.dataset.id).sort().join()")
     assert active == "job1,job2,job3"
+
+
+def test_a_run_started_elsewhere_is_watched_live(browser, mesh):
+    import subprocess
+
+    from tests.support.util import MESH, ROOT, mesh_env
+
+    config = mesh[0]
+    run = subprocess.Popen([MESH, "run", "slow", "hello", "-c", str(config)], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=mesh_env())
+    try:
+        browser.wait_for("""(() => {
+            const row = [...document.querySelectorAll('#runs tbody tr')].find(r => r.textContent.includes('running'));
+            if (!row) { document.querySelector('#runs-refresh').click(); return false; }
+            row.click();
+            return true;
+        })()""", timeout=20)
+        browser.wait_for("document.querySelector('#run-step').textContent.startsWith('watching run')")
+        browser.wait_for("document.querySelector('#run-status').textContent === 'completed'", timeout=30)
+        assert run.wait(30) == 0, run.stdout.read()
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    steps = browser.evaluate("[...document.querySelectorAll('#run-log li')].map(li => li.textContent)")
+    assert len(steps) == 2 and steps[0].startswith("1 active (first)") and steps[1].startswith("1 active (second)"), steps
+    assert browser.evaluate("document.querySelector('[data-output=second]') !== null")
 
 
 def test_a_trace_of_the_run_opens_as_a_waterfall(browser):

@@ -60,8 +60,11 @@ class World:
     def coordinator(self, host: str) -> str:
         return f"{self.url[host]}:{COORDINATOR_PORT}"
 
+    def entries(self) -> list[dict]:
+        return [json.loads(line) for line in self.log.read_text().splitlines()] if self.log.exists() else []
+
     def calls(self, run: str, outcome: str) -> Counter[str]:
-        entries = [json.loads(line) for line in self.log.read_text().splitlines()] if self.log.exists() else []
+        entries = self.entries()
         return Counter(e["vertex"] for e in entries if e["run"] == run and e["outcome"] == outcome)
 
     def in_flight(self, run: str, vertex: str) -> int | None:
@@ -230,6 +233,13 @@ def test_an_agent_host_dies_mid_run_and_the_run_completes_on_the_other_replica(w
     assert "completed" in states, streamed.text
     done = send(survivor_url, "tasks/get", {"id": started["id"]})
     assert done["status"]["state"] == "completed" and done["artifacts"][0]["parts"][0]["text"] == "worker: after"
+
+    # the worker task that died with its host does not stay "working": the survivor fails it, saying why
+    [lost] = [e["task"] for e in world.entries() if e["run"] == run and e["vertex"] == "slow" and e["pid"] == pid]
+    failed = wait_for(lambda: (t := send(survivor_url, "tasks/get", {"id": lost}))["status"]["state"] != "working" and t,
+                      timeout=15, what="the dead replica's task to end")
+    assert failed["status"]["state"] == "failed", failed["status"]
+    assert "stopped answering" in failed["status"]["message"]["parts"][0]["text"]
 
 
 def test_the_coordinator_host_dies_mid_run_and_another_coordinator_finishes_the_run(world):

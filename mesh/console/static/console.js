@@ -113,7 +113,7 @@ async function loadTasks() {
   if (!agent) return;
   const body = $("#tasks tbody");
   try {
-    const result = await a2a(agent, "ListTasks", { pageSize: 50, includeArtifacts: false });
+    const result = await a2a(agent, "ListTasks", { pageSize: 50, includeArtifacts: true, historyLength: 0 });
     body.replaceChildren(...(result.tasks || []).map(task => {
       const row = h("tr", { "data-task": task.id }, h("td", {}, task.id), h("td", {}, STATES(task.status?.state)),
                     h("td", {}, task.status?.timestamp || ""), h("td", {}, String((task.artifacts || []).length)));
@@ -174,28 +174,51 @@ function showOutput(name, text) {
   outputs.append(h("div", { class: "message", "data-output": name }, h("b", {}, `${name}: `), text));
 }
 
+function clearRun() {
+  $("#run-log").replaceChildren(); $("#run-outputs").replaceChildren("none yet"); $("#run-outputs").classList.add("muted");
+  $("#replay-bar").hidden = true;
+}
+
+// One event of a coordinator's A2A stream (SendStreamingMessage or SubscribeToTask) drawn on the graph.
+function follow(result, error) {
+  if (error) { $("#run-status").textContent = `error: ${error.message}`; return; }
+  const update = result.statusUpdate, artifact = result.artifactUpdate, task = result.task;
+  if (task) { $("#run-status").textContent = STATES(task.status?.state); $("#run-step").textContent = `task ${task.id}`; }
+  if (update) {
+    $("#run-status").textContent = STATES(update.status?.state);
+    for (const part of update.status?.message?.parts || [])
+      if (part.data && part.data.superstep !== undefined && part.data.active) {
+        view.step(part.data); logStep(part.data);
+        $("#run-step").textContent = `superstep ${part.data.superstep}`;
+      }
+  }
+  if (artifact) showOutput(artifact.artifact.name, (artifact.artifact.parts || []).map(partText).join("\n"));
+}
+
 async function startRun() {
   const graph = state.graph, coordinator = state.mesh.coordinator;
   if (!graph || !coordinator) return;
   selectGraph();
-  $("#run-log").replaceChildren(); $("#run-outputs").replaceChildren("none yet"); $("#run-outputs").classList.add("muted");
+  clearRun();
   $("#run-status").textContent = "starting";
   const message = { messageId: crypto.randomUUID(), role: "ROLE_USER", parts: [{ text: $("#run-input").value }],
                     metadata: { graph: graph.name } };
-  await a2aStream(coordinator, "SendStreamingMessage", { message }, (result, error) => {
-    if (error) { $("#run-status").textContent = `error: ${error.message}`; return; }
-    const update = result.statusUpdate, artifact = result.artifactUpdate, task = result.task;
-    if (task) { $("#run-status").textContent = STATES(task.status?.state); $("#run-step").textContent = `task ${task.id}`; }
-    if (update) {
-      $("#run-status").textContent = STATES(update.status?.state);
-      for (const part of update.status?.message?.parts || [])
-        if (part.data && part.data.superstep !== undefined && part.data.active) {
-          view.step(part.data); logStep(part.data);
-          $("#run-step").textContent = `superstep ${part.data.superstep}`;
-        }
-    }
-    if (artifact) showOutput(artifact.artifact.name, (artifact.artifact.parts || []).map(partText).join("\n"));
-  });
+  await a2aStream(coordinator, "SendStreamingMessage", { message }, follow);
+  view.finish();
+  loadRuns();
+}
+
+// A run started elsewhere (`mesh run`, another page): its supersteps so far from the checkpoints, then live.
+async function watchRun(runId, graphName) {
+  $("#graph-name").value = graphName;
+  selectGraph();
+  clearRun();
+  const sofar = await api(`/api/runs/${runId}`);
+  view.reset(sofar.graph);
+  for (const { event } of sofar.supersteps) { view.step(event); logStep(event); }
+  $("#run-status").textContent = "working";
+  $("#run-step").textContent = `watching run ${runId.slice(0, 8)}`;
+  await a2aStream(state.mesh.coordinator, "SubscribeToTask", { id: runId }, follow);
   view.finish();
   loadRuns();
 }
@@ -205,7 +228,8 @@ async function loadRuns() {
   $("#runs tbody").replaceChildren(...rows.map(run => {
     const row = h("tr", { "data-run": run.run_id }, h("td", {}, run.run_id.slice(0, 8)), h("td", {}, run.graph), h("td", {}, run.status),
                   h("td", {}, String(run.supersteps)));
-    row.onclick = () => openReplay(run.run_id);
+    row.onclick = () => run.status === "running" ? watchRun(run.run_id, run.graph) : openReplay(run.run_id);
+    if (run.status === "running") row.children[2].append(" (watch live)");
     return row;
   }));
 }
@@ -281,6 +305,7 @@ async function start() {
   $("#send-button").onclick = sendMessage;
   $("#run-button").onclick = startRun;
   $("#trace-refresh").onclick = loadTraces;
+  $("#runs-refresh").onclick = loadRuns;
   $("#replay-prev").onclick = () => replayTo(state.replay.at - 1);
   $("#replay-next").onclick = () => replayTo(state.replay.at + 1);
   selectGraph();

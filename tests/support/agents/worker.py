@@ -45,7 +45,8 @@ class Worker(TaskAgent):
         meta = dict(meta) if meta else {}
         text = get_message_text(request.message)
         entry = {"agent": self.settings.name, "vertex": meta.get("vertex"), "superstep": meta.get("superstep"),
-                 "attempt": meta.get("attempt"), "run": meta.get("run"), "text": text, "pid": os.getpid()}
+                 "attempt": meta.get("attempt"), "run": meta.get("run"), "text": text, "pid": os.getpid(),
+                 "task": request.task_id}
         self._log({**entry, "outcome": "started"})
         earlier = 0
         if self.settings.fail_first and self.settings.log and Path(self.settings.log).exists():
