@@ -167,6 +167,28 @@ def test_failures_are_task_failures_that_say_what_to_do(mesh, models, script, ex
     assert "blocked" not in text.lower()
 
 
+@pytest.mark.parametrize("server_change, expected", [
+    ({"models": {"another-model"}}, "model not found (The model `fake-model` does not exist"),
+    ({"tools_supported": False}, "does not support tool calling"),
+], ids=["model-not-found", "no-tool-support"])
+def test_a_server_without_the_model_or_without_tools_fails_the_task_saying_what_to_do(mesh, models, server_change, expected):
+    openai, _ = models
+    saved = {key: getattr(openai, key) for key in server_change}
+    for key, value in server_change.items():
+        setattr(openai, key, value)
+    try:
+        sent_before = len(openai.requests)
+        status = final(a2a_stream(url(mesh, "writer"), "go"))
+    finally:
+        for key, value in saved.items():
+            setattr(openai, key, value)
+    text = status_text(status)
+    assert status["state"] == "failed" and expected in text and "openai at" in text and "fake-model" in text, text
+    assert "llm.model" in text or "remove tools/agents" in text  # what to do
+    assert len(openai.requests) - sent_before == 1  # not retried
+    assert "calc__calculate" in json.dumps(openai.requests[-1]["tools"])  # the tools were offered
+
+
 def test_unreachable_model_fails_the_task_and_mesh_ls_says_so(mesh):
     events = a2a_stream(url(mesh, "missing"), "hello")
     status = final(events)

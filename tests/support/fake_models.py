@@ -57,6 +57,11 @@ def break_off(text: str, message: str) -> dict:
     return {**say(text), "error_mid_stream": message}
 
 
+def garbled(body: str) -> dict:
+    """The server answers 200 with ``body`` as its event stream (a proxy's page, a server of another protocol)."""
+    return {"garbled": body}
+
+
 def fail(status: int, message: str, retry_after: float | None = None, code: str | None = None) -> dict:
     return {"fail": status, "message": message, "retry_after": retry_after, "code": code}
 
@@ -116,6 +121,8 @@ class FakeOpenAI(_FakeServer):
         if step is HANG:
             await self._release.wait()
             return self._error(500, "released", "server_error", None)
+        if "garbled" in step:
+            return Response(step["garbled"], media_type="text/event-stream")
         if "fail" in step:
             headers = {"retry-after": f"{step['retry_after']:g}"} if step["retry_after"] is not None else None
             kind = "invalid_request_error" if step["fail"] < 500 else "server_error"
