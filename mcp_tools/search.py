@@ -271,7 +271,8 @@ class DocumentIndex:
     def refresh(self) -> None:
         """Start a build when there is no index yet, or a file changed since (looked at every ``recheck_s`` at most)."""
         if self.current is None:
-            if not self.built.is_set():
+            # Not started yet, or the last build failed (a folder unreadable for a moment): try again.
+            if not self.built.is_set() or (self.error and time.monotonic() - self._checked >= self.settings.recheck_s):
                 self.start()
             return
         now = time.monotonic()

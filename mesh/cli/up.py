@@ -66,7 +66,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     services = [agent_service(config, name, replica) for name in names for replica in range(config.agent(name).replicas)]
     services += [tool_service(config, name) for name in tools]
     console = None
-    if config.console.enabled and not args.no_console:
+    if config.console.enabled and not getattr(args, "no_console", False):
         from mesh.console.server import ConsoleServer
 
         console = ConsoleServer(config, processes=lambda: supervisor.process_states())

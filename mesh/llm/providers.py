@@ -198,7 +198,8 @@ class OpenAIProvider(Provider):
                     if chunk.get("error"):
                         error = chunk["error"]
                         message = error.get("message") if isinstance(error, dict) else str(error)
-                        raise ModelError(f"{self.where()} reported an error mid-answer: {message}")
+                        raise ModelError(f"{self.where()} reported an error mid-answer: {message}; check the model "
+                                         "server's log, or retry.")
                     usage = chunk.get("usage")
                     if isinstance(usage, dict):
                         reply.prompt_tokens = usage.get("prompt_tokens") or 0
@@ -228,7 +229,8 @@ class OpenAIProvider(Provider):
         except openai.APIConnectionError as exc:
             raise self._unreachable(exc.__cause__ or exc) from None
         except openai.APIError as exc:
-            raise ModelError(f"{self.where()} reported an error mid-answer: {exc.message}", retryable=False) from None
+            raise ModelError(f"{self.where()} reported an error mid-answer: {exc.message}; check the model server's log, "
+                             "or retry.") from None
         except (json.JSONDecodeError, AttributeError, TypeError) as exc:
             raise ModelError(f"{self.where()} streamed something that is not an OpenAI chat completion chunk "
                              f"({type(exc).__name__}); is llm.base_url an OpenAI-compatible /v1 endpoint?") from None
@@ -333,6 +335,9 @@ class OllamaProvider(Provider):
                     reply.prompt_tokens = part.prompt_eval_count or 0
                     reply.completion_tokens = part.eval_count or 0
         except ResponseError as exc:
+            if exc.status_code < 0:  # an {"error": ...} line inside the stream: the model failed mid-answer
+                raise ModelError(f"{self.where()} reported an error mid-answer: {exc.error}; check the model "
+                                 "server's log, or retry.") from None
             raise self._status_error(exc.status_code, str(exc.error)) from None
         except ConnectionError as exc:
             raise self._unreachable(exc) from None

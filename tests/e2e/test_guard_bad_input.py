@@ -6,12 +6,15 @@ runs; odd but honest text (whitespace, emoji, zero-width, mixed scripts) is
 answered; a text longer than guard.max_chars is refused unread, quickly, while
 the mesh keeps answering; a JSON-RPC batch is refused whole. A guard whose
 model answers garbage, hangs or is down fails closed with the reason and
-recovers by itself (the model server is the allowed fake: tests/support/fake_ollama.py).
+recovers by itself (the model server is the allowed fake: tests/support/fake_ollama.py);
+so does a guard agent that dies, once `mesh up` has restarted it.
 """
 
 import asyncio
 import base64
 import json
+import os
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -183,6 +186,7 @@ def fragile(tmp_path_factory):
         with MeshUp(config) as up:
             up.wait_ready(timeout=120)
             up.url = f"http://127.0.0.1:{echo_port}/"
+            up.guard_port = guard_port
             up.ollama = ollama
             yield up
             assert up.stop() == 0
@@ -225,3 +229,38 @@ async def test_a_guard_that_is_down_fails_closed_then_recovers(fragile):
     finally:
         fragile.ollama.__enter__()
     await answered(fragile.url)
+
+
+async def test_a_guard_agent_that_dies_fails_closed_then_is_used_again_once_restarted(fragile):
+    """The guard agent itself gone (killed): checks fail closed; `mesh up` restarts it and the agents reconnect on their own."""
+    await answered(fragile.url)
+    pid = pid_listening_on(fragile.guard_port)
+    os.kill(pid, signal.SIGKILL)
+    reason = await failed_closed(fragile.url, "agent is gone")
+    assert f"127.0.0.1:{fragile.guard_port}" in reason and "cannot be reached" in reason, reason
+    deadline = time.monotonic() + 60
+    while True:  # the supervisor restarts it after a backoff; the agent's guard client reconnects by itself
+        answer = await send(fragile.url, text(f"a question asked while the guard restarts {uuid.uuid4()}"))
+        if answer["result"]["status"]["state"] == "completed":
+            break
+        assert time.monotonic() < deadline, answer
+        await asyncio.sleep(0.5)
+    assert pid_listening_on(fragile.guard_port) != pid
+
+
+def pid_listening_on(port: int) -> int:
+    """The process listening on TCP ``port`` (through /proc/net/tcp's socket inode)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if any(os.readlink(fd) in inodes for fd in (entry / "fd").iterdir()):
+                    return int(entry.name)
+            except OSError:
+                continue
+    raise LookupError(f"nothing listens on port {port}")

@@ -113,7 +113,7 @@ async function loadTasks() {
   if (!agent) return;
   const body = $("#tasks tbody");
   try {
-    const result = await a2a(agent, "ListTasks", { pageSize: 50, includeArtifacts: false });
+    const result = await a2a(agent, "ListTasks", { pageSize: 50, includeArtifacts: true, historyLength: 0 });
     body.replaceChildren(...(result.tasks || []).map(task => {
       const row = h("tr", { "data-task": task.id }, h("td", {}, task.id), h("td", {}, STATES(task.status?.state)),
                     h("td", {}, task.status?.timestamp || ""), h("td", {}, String((task.artifacts || []).length)));
