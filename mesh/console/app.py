@@ -199,6 +199,9 @@ def create_app(config: MeshConfig, processes: Callable[[], dict[str, dict[str, A
     async def a2a(request: Request) -> Response:
         """One A2A 1.0 JSON-RPC call to an agent, with the caller's token; streaming methods answer SSE as it comes."""
         name = request.path_params["agent"]
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            # a cross-site form or text/plain fetch cannot set this type without a CORS preflight, which fails here
+            return JSONResponse({"error": "send Content-Type: application/json"}, status_code=415)
         if name not in config.agents:
             return JSONResponse({"error": f"no agent named {name!r}"}, status_code=404)
         try:
@@ -284,4 +287,13 @@ def create_app(config: MeshConfig, processes: Callable[[], dict[str, dict[str, A
         finally:
             await console.aclose()
 
-    return Starlette(routes=routes, lifespan=lifespan)
+    middleware = []
+    host = config.console_host()
+    if host not in ("0.0.0.0", "::", "") and ":" not in host:
+        from starlette.middleware import Middleware
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        # DNS rebinding: a page of another site whose name resolves to loopback must not reach the console
+        allowed = sorted({host, "localhost", "127.0.0.1"} if host in ("127.0.0.1", "localhost") else {host})
+        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=allowed))
+    return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)

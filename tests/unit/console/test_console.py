@@ -16,7 +16,7 @@ def config_with(tmp_path, monkeypatch, **top):
 
 
 def test_a_mesh_with_tokens_asks_for_one_of_them(tmp_path, monkeypatch):
-    with TestClient(create_app(config_with(tmp_path, monkeypatch))) as client:
+    with TestClient(create_app(config_with(tmp_path, monkeypatch)), base_url="http://127.0.0.1:8090") as client:
         assert client.get("/health").status_code == 200
         page = client.get("/")
         assert page.status_code == 401 and 'name="token"' in page.text
@@ -31,6 +31,16 @@ def test_a_mesh_with_tokens_asks_for_one_of_them(tmp_path, monkeypatch):
         assert client.get("/").headers["content-type"].startswith("text/html")
         refused = client.post("/api/a2a/echo", json={"method": "DeleteEverything", "params": {}})
         assert refused.status_code == 400 and "not one the console sends" in refused.json()["error"]
+        # what a cross-site page could send without a CORS preflight is refused
+        simple = client.post("/api/a2a/echo", content='{"method": "SendMessage"}', headers={"Content-Type": "text/plain"})
+        assert simple.status_code == 415
+
+
+def test_a_host_name_other_than_the_consoles_is_refused(tmp_path, monkeypatch):
+    with TestClient(create_app(config_with(tmp_path, monkeypatch)), base_url="http://127.0.0.1:8090") as client:
+        assert client.get("/health").status_code == 200
+        assert client.get("/health", headers={"Host": "localhost:8090"}).status_code == 200
+        assert client.get("/health", headers={"Host": "evil.example:8090"}).status_code == 400  # DNS rebinding
 
 
 def test_the_console_never_binds_the_wildcard_by_default(tmp_path, monkeypatch):
