@@ -11,7 +11,10 @@ the ``worker`` agent) go on while
   the run ends with every result, no call that finished is repeated, and the
   tasks are read (``tasks/get``, resubscribe) through the surviving replica;
 - the coordinator's host dies mid-run: the other coordinator takes the run
-  over when its lease expires and finishes it, calling no finished vertex again.
+  over when its lease expires and finishes it, calling no finished vertex again;
+- PostgreSQL stops under load and starts again: requests meanwhile get a
+  JSON-RPC error saying why, then requests complete again; no task is lost
+  or worked on twice.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import tempfile
 import time
 import uuid
@@ -53,6 +57,7 @@ class World:
     def __init__(self, hosts: Hosts, directory: Path, log: Path, database: str) -> None:
         self.hosts, self.directory, self.log, self.database = hosts, directory, log, database
         self.url = {host: f"http://{address}" for host, address in hosts.addresses.items()}
+        self.pg_options = pg_options(hosts, directory / "pg")
 
     def agent(self, host: str) -> str:
         return f"{self.url[host]}:{AGENT_PORT}"
@@ -75,6 +80,10 @@ class World:
         return started[-1] if len(started) > len(ended) else None
 
 
+def pg_options(hosts: Hosts, data: Path) -> str:
+    return f"-p {PG_PORT} -k {data} -c listen_addresses={hosts.addresses['pg']} -c fsync=off"
+
+
 def start_postgres(hosts: Hosts, directory: Path) -> str:
     data = directory / "pg"
     data.mkdir()
@@ -84,7 +93,7 @@ def start_postgres(hosts: Hosts, directory: Path) -> str:
                    check=True, capture_output=True)
     with open(data / "db" / "pg_hba.conf", "a") as hba:  # the hosts of the test's subnet, and nothing else
         hba.write(f"host all all {hosts.subnet}.0/24 trust\n")
-    options = f"-p {PG_PORT} -k {data} -c listen_addresses={hosts.addresses['pg']} -c fsync=off"
+    options = pg_options(hosts, data)
     subprocess.run(hosts.command("pg", [*as_postgres, _pg_bin("pg_ctl"), "-D", str(data / "db"), "-o", options,
                                         "-l", str(data / "log"), "-w", "start"]), check=True, capture_output=True)
     return f"postgresql://mesh@{hosts.addresses['pg']}:{PG_PORT}/postgres"
@@ -99,7 +108,7 @@ def write_config(hosts: Hosts, directory: Path, database: str, log: Path) -> Pat
         "agents": {
             "worker": {"module": "tests.support.agents.worker", "port": AGENT_PORT, "replicas": 2,
                        "replica_urls": replicas(AGENT_PORT, ["a1", "a2"]),
-                       "settings": {"log": str(log), "delay_s": 0.05, "delays": {"slow": 1.5}}},
+                       "settings": {"log": str(log), "delay_s": 0.05, "hold": ["slow"], "release_dir": str(directory)}},
             "coordinator": {"module": "agents.coordinator", "port": COORDINATOR_PORT, "replicas": 2,
                             "replica_urls": replicas(COORDINATOR_PORT, ["c1", "c2"])},
         },
@@ -204,11 +213,12 @@ def test_an_agent_host_dies_mid_run_and_the_run_completes_on_the_other_replica(w
     run = run_graph(world.coordinator("c1"), "one")
     # w1..w4 came back (recorded by the coordinator), the slow call is in flight on one worker host: that host dies
     wait_for(lambda: {"a", "w1", "w2", "w3", "w4"} <= asyncio.run(recorded(world, run)), what="w1..w4 recorded")
-    pid = world.in_flight(run, "slow")
+    pid = world.in_flight(run, "slow")  # held until the test releases it
     assert pid is not None
     victim = next(host for host in ("a1", "a2") if pid in world.hosts.pids(host))
     survivor = "a2" if victim == "a1" else "a1"
     world.hosts.down(victim)
+    (world.directory / run).touch()  # the call sent again to the survivor goes through
     task = settled(world.coordinator("c1"), run)
     assert task["status"]["state"] == "completed", task["status"]
     result = result_of(task)
@@ -223,9 +233,10 @@ def test_an_agent_host_dies_mid_run_and_the_run_completes_on_the_other_replica(w
     # the worker's tasks live in PostgreSQL: any of them is read through the surviving replica
     survivor_url = world.agent(survivor)
     message = {"role": "user", "messageId": uuid.uuid4().hex, "parts": [{"kind": "text", "text": "after"}],
-               "metadata": {"pregel": {"vertex": "slow"}}}  # the worker takes 1.5 s for "slow"
+               "metadata": {"pregel": {"vertex": "slow", "run": "later"}}}  # held until released
     started = send(survivor_url, "message/send", {"message": message, "configuration": {"blocking": False}})
     assert started["status"]["state"] in ("submitted", "working")
+    threading.Timer(0.5, (world.directory / "later").touch).start()
     streamed = httpx.post(survivor_url + "/", json=jsonrpc("tasks/resubscribe", {"id": started["id"]}), timeout=30,
                           headers={"Accept": "text/event-stream"})
     events = [json.loads(line[5:]) for line in streamed.text.splitlines() if line.startswith("data:")]
@@ -247,8 +258,9 @@ def test_the_coordinator_host_dies_mid_run_and_another_coordinator_finishes_the_
 
     # w1..w4 are recorded, slow still runs: the coordinator's host dies
     wait_for(lambda: {"a", "w1", "w2", "w3", "w4"} <= asyncio.run(recorded(world, run)), what="w1..w4 recorded")
-    assert world.calls(run, "ok")["sink"] == 0
+    assert world.calls(run, "ok")["sink"] == 0 and world.in_flight(run, "slow")
     world.hosts.down("c1")
+    (world.directory / run).touch()
     task = settled(world.coordinator("c2"), run, timeout=30)
     assert task["status"]["state"] == "completed", task["status"]
     result = result_of(task)
@@ -257,3 +269,55 @@ def test_the_coordinator_host_dies_mid_run_and_another_coordinator_finishes_the_
     ok = world.calls(run, "ok")
     # no finished call was made again: a, w1..w4 once; slow was in flight (it may have finished twice), sink once
     assert all(ok[v] == 1 for v in ("a", "w1", "w2", "w3", "w4", "sink")), ok
+
+
+def test_postgres_restarted_under_load_fails_requests_clearly_and_recovers(world):
+    """Requests during a restart of PostgreSQL get a JSON-RPC error (or complete); none is lost or done twice."""
+    alive = [host for host in ("a1", "a2") if world.hosts.pids(host)]
+    url = world.agent(alive[0])
+    tag = uuid.uuid4().hex[:6]
+
+    def one(index: int) -> tuple[str, dict]:
+        message = {"role": "user", "messageId": f"{tag}-{index}", "parts": [{"kind": "text", "text": f"{tag}-{index}"}]}
+        try:
+            answer = httpx.post(url + "/", json=jsonrpc("message/send", {"message": message}), timeout=20).json()
+        except httpx.HTTPError as exc:  # e.g. the server cut the connection: also an answer, not a hang
+            answer = {"error": {"message": f"{type(exc).__name__}: {exc}"}}
+        return f"{tag}-{index}", answer
+
+    data = Path(next(world.directory.glob("pg")) / "db")
+
+    def pg_ctl(*args: str) -> None:  # no pipes: a new postmaster would hold them open
+        command = world.hosts.command("pg", ["runuser", "-u", "postgres", "--", _pg_bin("pg_ctl"), "-D", str(data),
+                                             "-l", str(data.parent / "log"), *args])
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    retries = iter(range(1000, 2000))
+    with ThreadPoolExecutor(8) as pool:
+        before = [pool.submit(one, index) for index in range(0, 24)]
+        pg_ctl("-m", "fast", "-w", "stop")  # under load: some of those requests are in flight
+        during = list(pool.map(one, range(24, 32)))  # while it is down
+        pg_ctl("-o", world.pg_options, "-w", "start")
+        before = [future.result() for future in before]
+        # recovered: once PostgreSQL is back, requests complete again
+        after = wait_for(lambda: (a := one(next(retries)))[1].get("result", {}).get("status", {}).get("state") == "completed" and a,
+                         timeout=20, what="requests to work again")
+        later = list(pool.map(one, range(48, 56)))
+    outcomes = before + during + [after] + later
+    completed = {text: answer["result"]["id"] for text, answer in outcomes
+                 if answer.get("result", {}).get("status", {}).get("state") == "completed"}
+    failed = [answer for _, answer in outcomes if "error" in answer]
+    for answer in failed:  # a clear error: a JSON-RPC error object with a message
+        assert isinstance(answer["error"].get("message"), str) and answer["error"]["message"], answer
+    assert len(completed) + len(failed) + sum(1 for _, a in outcomes if a.get("result", {}).get("status", {}).get("state") == "failed") == len(outcomes)
+    assert all(a[1].get("result", {}).get("status", {}).get("state") == "completed" for a in later), later
+    assert all("error" in answer for _, answer in during), during  # PostgreSQL was down: no task could be stored
+    # not lost: every completed task is there after the restart; not duplicated: no message was worked on twice
+    for text, task_id in completed.items():
+        task = send(url, "tasks/get", {"id": task_id})
+        assert task["status"]["state"] == "completed" and task["artifacts"][0]["parts"][0]["text"] == f"worker: {text}"
+    worked = Counter(e["text"] for e in world.entries() if e["outcome"] == "ok" and e["text"].startswith(tag))
+    assert worked and max(worked.values()) == 1, worked
+    assert set(completed) <= set(worked)

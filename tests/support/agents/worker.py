@@ -25,6 +25,8 @@ class Settings(BaseModel):
     name: str = "worker"
     delay_s: float = 0.0
     delays: dict[str, float] = {}  # per graph vertex id: how long its calls take instead of delay_s
+    hold: list[str] = []  # vertices whose calls wait until the file RELEASE_DIR/RUN exists (the test says when)
+    release_dir: str | None = None
     fail_first: int = 0  # fail this many calls of each vertex before answering
     log: str | None = None
     control: bool = False  # answer with a pregel control part echoing data {"pregel": ...} sent to it
@@ -55,6 +57,9 @@ class Worker(TaskAgent):
                           and e["outcome"] == "failed")
         try:
             await asyncio.sleep(self.settings.delays.get(entry["vertex"], self.settings.delay_s))
+            if entry["vertex"] in self.settings.hold and self.settings.release_dir:
+                while not (Path(self.settings.release_dir) / str(entry["run"])).exists():
+                    await asyncio.sleep(0.05)
         except asyncio.CancelledError:
             self._log({**entry, "outcome": "cancelled"})
             raise
