@@ -242,8 +242,9 @@ def test_behind_the_guard_a_streamed_answer_passes_and_a_model_error_fails_the_t
     assert openai.requests[-1]["messages"][-1]["content"] == "why do rivers flow downhill?"
     openai.script = [fail(503, "upstream overloaded")]
     status = final(a2a_stream(url(mesh, "guarded"), "and lakes?"))
-    # Failed either way; whether the error text reaches the client unblocked is the guard's part (see the README).
     assert status["state"] == "failed"
+    text = status_text(status)  # the model's error reaches the client as the reason, not as blocked output
+    assert "failed (503: upstream overloaded)" in text and "fake-model" in text and "blocked" not in text.lower(), text
 
 
 def test_behind_the_guard_an_injection_in_a_tool_result_never_reaches_the_model(mesh, models):
