@@ -10,6 +10,12 @@ summary as data) and an artifact per output as it appears; the last artifact,
 the superstep it is at. Runs are checkpointed each superstep: a coordinator
 that stops (or is killed) resumes its unfinished runs when it starts again,
 without repeating a finished vertex call, and its tasks carry on.
+
+With ``state.database`` in PostgreSQL several coordinators (replicas, hosts)
+share the runs: each run is leased by the coordinator running it, and every
+coordinator looks for runs whose lease expired (every third of
+``state.lease_seconds``) and takes them over, updating their A2A tasks in
+the shared task store (``mesh.pregel.lease``).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from google.protobuf.struct_pb2 import Value
 from pydantic import BaseModel, ConfigDict
 
 from mesh.graphs.runtime import GraphRuntime, checkpoint_store
-from mesh.pregel import Run, RunResult, SuperstepEvent
+from mesh.pregel import Run, RunNotResumable, RunResult, SuperstepEvent
 from mesh.serving.agents import AgentRuntime
 from mesh.serving.executor import AgentFailure, Suspended, TaskAgent
 from mesh.serving.store import update_task
@@ -89,15 +95,33 @@ class Coordinator(TaskAgent):
         self.live: dict[str, Run] = {}
         self.stopping = False
         self._resumed: list[asyncio.Task] = []
+        self._adopting: asyncio.Task | None = None
 
     async def start(self) -> None:
         await self.graphs.store.open()
+        if self.graphs.lease_seconds is not None:
+            self._adopting = asyncio.create_task(self._adopt_orphans(self.graphs.lease_seconds / 3))
+            return
         for info in await self.graphs.store.list_runs(status="running", limit=1000):
             self._resumed.append(asyncio.create_task(self._resume(info.run_id)))
+
+    async def _adopt_orphans(self, every: float) -> None:
+        """Take over the runs whose coordinator died or stalled (their lease expired), now and every ``every`` s."""
+        while not self.stopping:
+            try:
+                for run_id in await self.graphs.store.orphaned_runs():
+                    if run_id not in self.live:
+                        self._resumed.append(asyncio.create_task(self._resume(run_id)))
+            except Exception as exc:  # the database is away for a while: try again later
+                log.warning("looking for runs to take over failed: %s", exc)
+            self._resumed = [task for task in self._resumed if not task.done()]
+            await asyncio.sleep(every)
 
     async def stop(self) -> None:
         """At shutdown the runs stay resumable: the next start picks them up where they were."""
         self.stopping = True
+        if self._adopting is not None:
+            self._adopting.cancel()
         for run in list(self.live.values()):
             run.cancel(resumable=True)
         await asyncio.gather(*(run.result() for run in list(self.live.values())), return_exceptions=True)
@@ -109,6 +133,7 @@ class Coordinator(TaskAgent):
         name, graph_input = self.choose(request)
         report = Reporter(self.graphs.graph(name), name, task)
         run = await self.graphs.start(name, graph_input, run_id=task.task_id, on_event=report.superstep)
+        report.run = run
         self.live[run.run_id] = run
         await task.update_status(TaskState.TASK_STATE_WORKING, message=task.new_agent_message(
             [new_text_part(f"running graph {name} (run {run.run_id})"), new_data_part({"graph": name, "run": run.run_id})]))
@@ -120,8 +145,8 @@ class Coordinator(TaskAgent):
             raise
         finally:
             self.live.pop(run.run_id, None)
-        if result.stop_reason == "interrupted":
-            raise Suspended()  # shutting down: the run resumes at the next start
+        if result.stop_reason in ("interrupted", "lease_lost"):
+            raise Suspended()  # shutting down, or another coordinator took the run over: the run goes on there
         await report.finish(result)
 
     def choose(self, request: RequestContext) -> tuple[str, Any]:
@@ -153,11 +178,19 @@ class Coordinator(TaskAgent):
                 raise LookupError("its graph is no longer in mesh.yaml as it was when the run started")
             report = Reporter(self.graphs.graph(name), name, store_updater)
             run = await self.graphs.engine(name).resume(run_id, on_event=report.superstep)
+            report.run = run
+        except RunNotResumable as exc:
+            if self.graphs.lease_seconds is not None:
+                log.info("run %s: not taken over: %s", run_id, exc)  # another coordinator was quicker
+                return
+            log.warning("run %s cannot resume: %s", run_id, exc)
+            await store_updater.end(TaskState.TASK_STATE_FAILED, f"The run could not resume after a restart: {exc}")
+            return
         except Exception as exc:
             log.warning("run %s cannot resume: %s", run_id, exc)
             await store_updater.end(TaskState.TASK_STATE_FAILED, f"The run could not resume after a restart: {exc}")
             return
-        log.info("resuming run %s of graph %s at superstep %d", run_id, name, run.superstep)
+        log.info("resuming run %s of graph %s at superstep %d (owner %s)", run_id, name, run.superstep, self.graphs.owner)
         self.live[run_id] = run
         await store_updater.update_status(TaskState.TASK_STATE_WORKING, message=store_updater.new_agent_message(
             [new_text_part(f"resumed graph {name} after a restart, at superstep {run.superstep}")]))
@@ -165,7 +198,7 @@ class Coordinator(TaskAgent):
             result = await run.result()
         finally:
             self.live.pop(run_id, None)
-        if result.stop_reason != "interrupted":
+        if result.stop_reason not in ("interrupted", "lease_lost"):
             await report.finish(result)
 
 
@@ -177,6 +210,22 @@ class Reporter:
         self.name = name
         self.task = task
         self.wanted = set(graph.outputs) if graph.outputs is not None else None
+        self.run: Run | None = None
+        self._seen = 0  # calls of run.figures.calls already reported
+
+    def edges(self) -> list[dict[str, Any]]:
+        """The calls finished since the last superstep, per edge their messages took: latency, tokens, cost (for the console)."""
+        if self.run is None:
+            return []
+        calls = self.run.figures.calls
+        fresh, self._seen = calls[self._seen:], len(calls)
+        edges = []
+        for vertex, latency, targets, usage in fresh:
+            tokens, cost, _size = usage or (None, None, None)
+            for target in dict.fromkeys(targets):
+                edges.append({"from": vertex, "to": target, "latency_ms": round(latency * 1000, 3), "tokens": tokens,
+                              "cost": cost})
+        return edges
 
     async def superstep(self, event: SuperstepEvent) -> None:
         line = (f"superstep {event.superstep}: {len(event.active)} active ({', '.join(event.active[:8])}"
@@ -187,7 +236,7 @@ class Reporter:
         if event.mutations_applied:
             line += f", {len(event.mutations_applied)} topology changes"
         await self.task.update_status(TaskState.TASK_STATE_WORKING, message=self.task.new_agent_message(
-            [new_text_part(line), new_data_part(_json(event.summary()))]))
+            [new_text_part(line), new_data_part(_json({**event.summary(), "graph": self.name, "edges": self.edges()}))]))
         for vertex, value in event.outputs.items():
             if self.wanted is None or vertex in self.wanted:
                 await self.task.add_artifact([_part(value)], artifact_id=f"{event.run_id}-{vertex}", name=vertex)
@@ -200,7 +249,8 @@ class Reporter:
                       "supersteps": result.supersteps, "outputs": outputs, "errors": result.errors,
                       "aggregates": result.aggregates, "figures": result.figures})
         await self.task.add_artifact([new_text_part(summary), new_data_part(data)], name="result")
-        if result.status == "failed":
+        if result.status == "failed" or (result.errors and not outputs):
+            # A run that ended with errors and nothing to show failed, whatever the engine's status says.
             reasons = "; ".join(f"{e.get('vertex')}: {e.get('error')}" for e in result.errors[:5])
             raise AgentFailure(f"{summary}: {reasons}")
         if isinstance(self.task, StoredTask):

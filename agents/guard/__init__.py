@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -43,6 +44,7 @@ from mesh.guard.verdicts import (
     CATEGORIES,
     VERDICT_COUNTS,
     CachedClassifier,
+    Reason,
     Turn,
     Verdict,
     record_verdict,
@@ -107,6 +109,7 @@ class Settings(BaseModel):
     injection: bool = Field(True, description="with Ollama too, run the embedded prompt-injection check")
     recheck_s: float = Field(30.0, gt=0, description="auto: how often to look for Ollama again while it is down")
     cache_size: int = Field(10_000, ge=0, description="verdicts kept, keyed by a hash of the content")
+    max_chars: int = Field(200_000, ge=1000, description="the most text one conversation may hold; more is refused unread")
 
 
 class AutoClassifier:
@@ -196,6 +199,89 @@ class WithInjectionCheck:
         return getattr(self.inner, name)
 
 
+DECODE_SCAN_CHARS = 64_000  # how much of a long text is searched for encoded payloads (its first and last halves)
+_ENCODED_HINT = re.compile(r"[A-Za-z0-9+/]{20,}|(?:[0-9a-fA-F]{2}[ :]?){16,}")  # cheap test before decoding
+
+
+class Explained:
+    """Bounds the work per conversation and gives every unsafe verdict its reasons (what fired, never the content).
+
+    A conversation longer than ``max_chars`` is refused with the reason before
+    any classifier sees it, so one huge message cannot keep the guard busy.
+    Reasons: a rule and the span it matched for INJ (``injection.explain``), the
+    probe's score against its threshold for the embedded backend, the model for
+    Llama Guard. A backend that gives reasons itself keeps them.
+    """
+
+    def __init__(self, inner, max_chars: int, embedded=None) -> None:
+        self.inner = inner
+        self.max_chars = max_chars
+        self.embedded = embedded
+
+    async def classify(self, turns: Sequence[Turn]) -> Verdict:
+        size = sum(len(t.content) for t in turns)
+        if size > self.max_chars:
+            raise GuardError(f"the conversation holds {size:,} characters; this guard checks at most {self.max_chars:,} "
+                             "(its settings.max_chars)")
+        verdict = await self.inner.classify(turns)
+        if not (verdict.safe or verdict.reasons):
+            verdict = verdict.model_copy(update={"reasons": reasons_for(verdict, turns[-1].content, self.embedded)})
+        return await self._with_decoded(turns, verdict)
+
+    async def _with_decoded(self, turns: Sequence[Turn], verdict: Verdict) -> Verdict:
+        """``verdict`` plus the categories of text hidden as base64/hex in the last turn, classified as plain text.
+
+        Harmful text encoded to slip past a classifier of plain text is judged
+        for what it says (reasons ``within: decoded``); only the first and last
+        DECODE_SCAN_CHARS of a long text are searched, so the work stays bounded.
+        """
+        from agents.guard.injection import decoded_payloads, normalise
+
+        text = turns[-1].content
+        if len(text) > DECODE_SCAN_CHARS:
+            text = text[: DECODE_SCAN_CHARS // 2] + "\n" + text[-DECODE_SCAN_CHARS // 2:]
+        if not _ENCODED_HINT.search(text):
+            return verdict
+        decoded = decoded_payloads(normalise(text)[0])
+        if not decoded:
+            return verdict
+        hidden = await self.inner.classify([*turns[:-1], Turn(role=turns[-1].role, content="\n".join(decoded)[:self.max_chars])])
+        new = [code for code in hidden.codes if code not in verdict.codes]
+        if not new:
+            return verdict
+        from mesh.guard.verdicts import categories_of
+
+        reasons = [r.model_copy(update={"within": "decoded"}) for r in
+                   (hidden.reasons or reasons_for(hidden, "\n".join(decoded), self.embedded)) if r.code in new]
+        return verdict.model_copy(update={"safe": False, "categories": categories_of([*verdict.codes, *new]),
+                                          "reasons": [*verdict.reasons, *reasons]})
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def reasons_for(verdict: Verdict, text: str, embedded=None) -> list[Reason]:
+    """What fired for each of ``verdict``'s categories (see ``Explained``)."""
+    from agents.guard.injection import explain
+
+    reasons: list[Reason] = []
+    config = getattr(embedded, "config", None)
+    safe_below = getattr(config, "safe_below", None)
+    p_safe = verdict.scores.get("safe")
+    for code in verdict.codes:
+        if code == "INJ":
+            hits = explain(text)
+            reasons += [Reason(code=code, source="rule", rule=h["rule"], span=tuple(h["span"]), within=h["within"]) for h in hits]
+            if hits:
+                continue
+        if verdict.backend == "ollama" and code != "INJ":
+            reasons.append(Reason(code=code, source="model", rule=verdict.model))
+            continue
+        note = f"P(safe) {p_safe:.2f} < {safe_below:.2f}" if p_safe is not None and safe_below is not None else None
+        reasons.append(Reason(code=code, source="probe", score=verdict.scores.get(code), threshold=safe_below, note=note))
+    return reasons
+
+
 def create_classifier(settings: Settings | dict | None = None) -> Any:
     """The classifier the settings choose, with its verdict cache: ``await c.classify(turns) -> Verdict``.
 
@@ -217,12 +303,12 @@ def create_classifier(settings: Settings | dict | None = None) -> Any:
         classifier = ollama if settings.backend == "ollama" else AutoClassifier(settings, ollama, embedded)
         if settings.injection:
             classifier = WithInjectionCheck(classifier, embedded)
-    return CachedClassifier(classifier, settings.cache_size)
+    return CachedClassifier(Explained(classifier, settings.max_chars, embedded), settings.cache_size)
 
 
 def describe(classifier: Any) -> dict:
     inner = classifier
-    while not hasattr(inner, "describe") or isinstance(inner, (CachedClassifier, WithInjectionCheck)):
+    while not hasattr(inner, "describe") or isinstance(inner, (CachedClassifier, WithInjectionCheck, Explained)):
         inner = inner.inner
     return inner.describe()
 
@@ -309,8 +395,9 @@ class GuardAgent(AgentExecutor):
         return self._reply(context, text, {"verdicts": answers})
 
     async def status(self) -> dict:
-        inner = self.classifier.inner if isinstance(self.classifier, CachedClassifier) else self.classifier
-        auto = inner.inner if isinstance(inner, WithInjectionCheck) else inner
+        auto = self.classifier
+        while isinstance(auto, (CachedClassifier, Explained, WithInjectionCheck)):
+            auto = auto.inner
         if isinstance(auto, AutoClassifier):
             await auto.choose()
         return {**describe(self.classifier), "counts": dict(VERDICT_COUNTS)}

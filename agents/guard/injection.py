@@ -168,6 +168,36 @@ def rule_hits(text: str) -> list[str]:
     return list(dict.fromkeys(name for name, pattern in RULES if pattern.search(text)))
 
 
+def explain(text: str) -> list[dict]:
+    """Where each rule fired: ``{"rule", "span": [start, end], "within": "text"|"normalised"|"decoded"}``.
+
+    Positions, never the matched words, so a verdict that carries them can be logged.
+    """
+    found: list[dict] = []
+
+    def matches(candidate: str, within: str, label: str | None = None) -> None:
+        for name, pattern in RULES:
+            match = pattern.search(candidate)
+            if match:
+                found.append({"rule": label or name, "span": [match.start(), match.end()], "within": within})
+
+    matches(text, "text")
+    normalised, undone = normalise(text)
+    if undone:
+        before = len(found)
+        matches(normalised, "normalised")
+        for entry in found[before:]:
+            entry["rule"] = f"{entry['rule']} (obfuscated: {', '.join(undone)})"
+    decoded = decoded_payloads(normalised)
+    if decoded:
+        matches("\n".join(decoded), "decoded", None)
+        for entry in found:
+            if entry["within"] == "decoded" and "obfuscated" not in entry["rule"]:
+                entry["rule"] = f"{entry['rule']} (obfuscated: encoded)"
+    unique = {(e["rule"], tuple(e["span"]), e["within"]): e for e in found}
+    return list(unique.values())
+
+
 def scan(text: str) -> Signals:
     """Injection signals in ``text``, its normalised form and any payload decoded from it."""
     hits = rule_hits(text)

@@ -73,6 +73,7 @@ async def _run(args: argparse.Namespace, config, coordinator: str, graph_input: 
         client = await open_client(http, card, streaming=True)
 
         errors: list[dict] = []  # the vertex calls that failed after their retries, from the "result" artifact
+        outputs: dict = {}  # what the run produced (vertex: value), from the same artifact
 
         def show(event, run) -> None:
             kind = event.WhichOneof("payload")
@@ -86,7 +87,10 @@ async def _run(args: argparse.Namespace, config, coordinator: str, graph_input: 
                 artifact = event.artifact_update.artifact
                 if artifact.name == "result":  # its data (outputs, errors, figures) is for --json
                     progress.say(parts_text([p for p in artifact.parts if p.WhichOneof("content") == "text"]))
-                    errors.extend(_result_errors(artifact))
+                    result = _result_data(artifact)
+                    errors.extend(e for e in result.get("errors") or [] if isinstance(e, dict))
+                    if isinstance(result.get("outputs"), dict):
+                        outputs.update(result["outputs"])
                 else:
                     progress.say(describe_artifact(artifact))
 
@@ -99,22 +103,28 @@ async def _run(args: argparse.Namespace, config, coordinator: str, graph_input: 
     state = run.state
     if not args.json:
         print(f"run {run.task_id} {state_name(state) if state is not None else 'ended'} after {time.monotonic() - progress.started:.1f}s")
-    if errors and not args.json:
-        for error in errors[:10]:
-            print(f"  error: {error.get('vertex') or error.get('aggregator') or '?'}: {error.get('error')}", file=sys.stderr)
+    if errors:
+        if not args.json:
+            for error in errors[:10]:
+                print(f"  error: {error.get('vertex') or error.get('aggregator') or '?'}: {error.get('error')}", file=sys.stderr)
+        # Say why the exit status is not 0 even when the run itself completed (on_vertex_error: continue).
+        what = "no outputs" if not outputs else f"{len(outputs)} output{'s' if len(outputs) != 1 else ''}"
+        print(f"mesh: graph {args.graph} ended with {len(errors)} error{'s' if len(errors) != 1 else ''} and {what}; "
+              "exit status 1", file=sys.stderr)
     # A run whose vertices failed (on_vertex_error: continue) completes, but is not a success.
     return 0 if state == TaskState.TASK_STATE_COMPLETED and not errors else 1
 
 
-def _result_errors(artifact) -> list[dict]:
+def _result_data(artifact) -> dict:
+    """The data part of the run's "result" artifact ({outputs, errors, figures...}), or {}."""
     from google.protobuf.json_format import MessageToDict
 
     for part in artifact.parts:
         if part.WhichOneof("content") == "data":
             value = MessageToDict(part.data)
-            if isinstance(value, dict) and isinstance(value.get("errors"), list):
-                return [e for e in value["errors"] if isinstance(e, dict)]
-    return []
+            if isinstance(value, dict):
+                return value
+    return {}
 
 
 class Progress:

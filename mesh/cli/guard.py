@@ -26,6 +26,9 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     sub.add_argument("--output", metavar="TEXT", help="check TEXT as the agent's output answering the (single) input")
     sub.add_argument("--remote", action="store_true", help="ask the running guard agent instead of classifying in-process")
     sub.add_argument("--agent", help="the guard agent's name (default: mesh.yaml's guard.agent)")
+    sub.add_argument("--explain", action="store_true",
+                     help="one readable line per input: the verdict, what fired (score against threshold, rule and "
+                          "span), and whether mesh.yaml's guard policy blocks it and which key relaxes that")
     sub.set_defaults(handler=cmd_guard)
 
 
@@ -99,7 +102,10 @@ async def _run(args: argparse.Namespace, inputs: list) -> int:
         for extra, turns in inputs:
             try:
                 verdict = await classifier.classify(turns)
-                print(json.dumps({**extra, **verdict.model_dump()}, ensure_ascii=False), flush=True)
+                if args.explain:
+                    print(explain(verdict, config.guard), flush=True)
+                else:
+                    print(json.dumps({**extra, **verdict.model_dump()}, ensure_ascii=False), flush=True)
             except GuardError as exc:
                 failures += 1
                 print(json.dumps({**extra, "error": str(exc)}, ensure_ascii=False), flush=True)
@@ -108,6 +114,23 @@ async def _run(args: argparse.Namespace, inputs: list) -> int:
         if close is not None:
             await close()
     return 1 if failures else 0
+
+
+def explain(verdict: Any, policy: Any) -> str:
+    """'unsafe (input): S9 Indiscriminate Weapons — S9 probe 0.97 (threshold 0.65) — blocked by guard.block'."""
+    if verdict.safe:
+        return f"safe ({verdict.check}; {verdict.backend}, {verdict.latency_ms:.1f} ms)"
+    names = ", ".join(f"{c.code} {c.name}" for c in verdict.categories)
+    line = f"unsafe ({verdict.check}): {names}"
+    fired = verdict.explain()
+    if fired:
+        line += f" — {fired}"
+    if policy is not None:
+        blocked = policy.blocking(verdict)
+        key = policy.key_for(verdict.check)
+        line += (f" — blocked by guard.{key} ({', '.join(blocked)})" if blocked
+                 else f" — passes: guard.{key} does not block {', '.join(verdict.codes)}")
+    return line
 
 
 def _in_process(config, name: str, agent):

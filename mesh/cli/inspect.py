@@ -42,7 +42,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
         tool["metrics"] = metrics_url(tool["url"].removesuffix(MCP_PATH)) if tool["url"] else None
     listing = {"mesh": config.name, "config": str(config.path), "agents": rows, "guard": status, "tools": tools,
                "graphs": [{"name": n, "description": g.description, "vertices": [v.id for v in g.vertices],
-                           "coordinator": config.coordinator_name()} for n, g in config.graphs.items()]}
+                           "coordinator": config.coordinator_name()} for n, g in config.graphs.items()],
+               "console": _console(config)}
     if args.json:
         print(json.dumps(listing, indent=2))
         return 0
@@ -58,6 +59,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
             [g["name"], len(g["vertices"]), g["coordinator"] or "(no coordinator)", g["description"]]
             for g in listing["graphs"]
         ]))
+    if listing["console"]["url"]:
+        print(f"\nconsole: {listing['console']['url']}" + ("" if listing["console"]["answers"] else " (not answering)"))
     if tools:
         print()
         print(table(["TOOL", "TRANSPORT", "URL", "ANSWERS", "AUTH"], [
@@ -66,6 +69,21 @@ def cmd_ls(args: argparse.Namespace) -> int:
             for t in tools
         ]))
     return 0
+
+
+def _console(config: MeshConfig) -> dict[str, Any]:
+    """The console's URL and port (from console.port, or from the file a running `mesh up` wrote) and whether it answers."""
+    from mesh.console.server import console_url
+
+    url = console_url(config)
+    answers = False
+    if url:
+        try:
+            answers = httpx.get(url + "/health", timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            pass
+    return {"enabled": config.console.enabled, "url": url, "port": int(url.rsplit(":", 1)[1]) if url else None,
+            "answers": answers}
 
 
 def _model_note(row: dict[str, Any]) -> str:

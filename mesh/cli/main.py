@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("up", cmd_up, "start every local agent of the mesh, show where they are, stream their logs")
     sub.add_argument("--only", help="comma-separated agent names to start (default: all)")
+    sub.add_argument("--no-console", action="store_true", help="do not serve the web console (console: in mesh.yaml)")
     sub = command("serve", cmd_serve, "serve one agent in the foreground (what `mesh up` runs per agent)")
     sub.add_argument("agent")
     sub.add_argument("--replica", type=int, default=0,

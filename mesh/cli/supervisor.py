@@ -55,6 +55,7 @@ class Service:
     started_at: float = 0.0
     restarts: int = 0  # quick deaths in a row (reset once it has run RESTART_RESET_AFTER seconds)
     reload: bool = False  # being stopped to start again with its new entry of mesh.yaml
+    state: str = "starting"  # starting, running, restarting, stopped (shown by the console)
 
     @property
     def label(self) -> str:
@@ -89,8 +90,11 @@ def port_problem(host: str, port: int) -> str | None:
 class Supervisor:
     def __init__(self, services: list[Service], startup_timeout: float, grace: float,
                  out=None, on_ready: Callable[[], Awaitable[str]] | None = None,
-                 watch: tuple[Path, Callable[[], dict[str, str]]] | None = None) -> None:
+                 watch: tuple[Path, Callable[[], dict[str, str]]] | None = None,
+                 background: list[Callable[[asyncio.Event], Awaitable[None]]] | None = None) -> None:
         self.services = services
+        # Servers run in this process (the console) until the event given them is set, at the end of run().
+        self.background = background or []
         # (mesh.yaml, a function reading it again: service name -> a fingerprint of its entry; raises on a bad file)
         self.watch = watch
         self._fingerprints = watch[1]() if watch else {}
@@ -121,6 +125,8 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal)
+        closing = asyncio.Event()
+        extra = [asyncio.create_task(serve(closing)) for serve in self.background]
         try:
             try:
                 await self._start_all()
@@ -137,9 +143,18 @@ class Supervisor:
             self.say(f"{len(self.services)} processes running; Ctrl-C stops them all")
             return await self._watch()
         finally:
+            closing.set()
             await self._stop_all()
+            for task, result in zip(extra, await asyncio.gather(*extra, return_exceptions=True)):
+                if isinstance(result, Exception):
+                    self.say(f"(a server of mesh up itself stopped: {type(result).__name__}: {result})")
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
+
+    def process_states(self) -> dict[str, dict[str, object]]:
+        """Each process's name -> state, pid and quick restarts in a row (for the console)."""
+        return {s.name: {"kind": s.kind, "state": s.state, "pid": s.process.pid if s.process else None,
+                         "restarts": s.restarts} for s in self.services}
 
     def _on_signal(self) -> None:
         if self.stop.is_set():  # a second Ctrl-C: no more waiting
@@ -187,10 +202,12 @@ class Supervisor:
                     f"{service.label} failed to start (exit code {service.process.returncode}): {reason}"
                 )
             if service.ready_url is None:
+                service.state = "running"
                 return
             try:
                 response = await http.get(service.ready_url)
                 if response.status_code < 500:
+                    service.state = "running"
                     return
             except httpx.HTTPError:
                 pass
@@ -267,6 +284,7 @@ class Supervisor:
 
     async def _restart(self, service: Service, code: int | None) -> int:
         """Start a dead process again after a backoff that doubles with each quick death; then wait for it."""
+        service.state = "restarting"
         if service.reload:  # stopped because its entry in mesh.yaml changed
             service.reload = False
             service.restarts = 0
@@ -281,11 +299,14 @@ class Supervisor:
         if self.stop.is_set():
             return 0
         await self._spawn(service)
+        service.state = "running"
         self.say(f"{service.label} restarted (pid {service.process.pid})")
         return await service.process.wait()
 
     async def _stop_all(self) -> None:
         alive = [s for s in self.services if s.process and s.process.returncode is None]
+        for service in self.services:
+            service.state = "stopped"
         if alive:
             self.say(f"stopping {len(alive)} processes")
         for service in alive:

@@ -65,12 +65,31 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise CliError(f"{config.path} declares no local agent or HTTP tool to start")
     services = [agent_service(config, name, replica) for name in names for replica in range(config.agent(name).replicas)]
     services += [tool_service(config, name) for name in tools]
+    console = None
+    if config.console.enabled and not getattr(args, "no_console", False):
+        from mesh.console.server import ConsoleServer
+
+        console = ConsoleServer(config, processes=lambda: supervisor.process_states())
+        try:
+            console.bind()
+        except OSError as exc:
+            raise CliError(f"cannot serve the console on {config.console_host()} port {config.console.port}: "
+                           f"{exc.strerror or exc} (console.port in {config.path}, or --no-console)") from None
+
+    async def table() -> str:
+        text = await ready_table(config, names, tools)
+        if console is not None:
+            text += f"\n\nconsole: {console.url}" + (" (sign in with an agent's bearer token)"
+                                                      if any(a.auth for a in config.local_agents().values()) else "")
+        return text
+
     supervisor = Supervisor(
         services,
         startup_timeout=config.server.startup_timeout,
         grace=config.server.graceful_timeout + 5,
-        on_ready=lambda: ready_table(config, names, tools),
+        on_ready=table,
         watch=(config.path, lambda: entry_fingerprints(config.path, names, tools)),
+        background=[console.serve] if console is not None else [],
     )
     return asyncio.run(supervisor.run())
 
@@ -80,7 +99,7 @@ def agent_service(config: MeshConfig, name: str, replica: int = 0):
     from mesh.cli.supervisor import Service
 
     agent = config.agent(name)
-    port = agent.port + replica
+    port = config.port_of(agent, replica)
     host = config.host_of(agent)
     probe_host = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
     scheme = "https" if agent.tls else "http"

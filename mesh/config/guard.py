@@ -30,6 +30,14 @@ CATEGORIES: dict[str, str] = {
 }
 INJECTION = "INJ"
 HAZARDS = tuple(code for code in CATEGORIES if code != INJECTION)
+# What blocks by default, per what is checked. A prompt injection is a property of untrusted
+# input and of tool/document content, not of an agent's own answer (LlamaFirewall screens inputs
+# and tool outputs for it); S14 (code interpreter abuse) is an attack on the agent, carried by
+# what it is told to run. An answer is judged for harm to people: S1-S13 (Llama Guard 3's
+# hazards checked as [user, assistant]).
+INPUT_BLOCK: tuple[str, ...] = tuple(CATEGORIES)
+OUTPUT_BLOCK: tuple[str, ...] = tuple(code for code in HAZARDS if code != "S14")
+TOOL_BLOCK: tuple[str, ...] = (INJECTION,)
 
 Check = Literal["input", "output"]
 
@@ -51,20 +59,36 @@ class GuardPolicy(BaseModel):
     agent: str | None = Field(None, description="which agent of the mesh is the guard (top level only)")
     enabled: bool = True
     check: list[Check] = ["input", "output"]
-    block: list[str] | Literal["all"] = "all"
-    tool_block: list[str] = [INJECTION]
+    block: list[str] | Literal["all"] = Field("all", description="the categories that block an input")
+    output_block: list[str] | Literal["all"] = Field(list(OUTPUT_BLOCK), description="the categories that block an agent's output")
+    tool_block: list[str] | Literal["all"] = Field(list(TOOL_BLOCK), description="the categories that block a tool result")
+    trusted_tools: list[str] = Field([], description="tool servers (mesh.yaml tools) whose results are the operator's own content, not screened")
     on_error: Literal["block", "allow"] = "block"
     timeout_s: float = Field(30.0, gt=0, le=600)
     cache_size: int = Field(10_000, ge=0)
     stream_window_chars: int = Field(2000, ge=0, le=100_000)
+    max_chars: int = Field(100_000, ge=1000, le=10_000_000,
+                           description="the most text one check sends to the guard; more is blocked unread")
 
-    _known_codes = field_validator("block", "tool_block")(classmethod(lambda cls, value: known_codes(value)))
+    _known_codes = field_validator("block", "output_block", "tool_block")(classmethod(lambda cls, value: known_codes(value)))
 
-    def blocking(self, verdict: Any, codes: Iterable[str] | None = None) -> list[str]:
-        """The codes of ``verdict`` that this policy blocks on (empty when it may pass)."""
+    def codes_for(self, check: str) -> set[str]:
+        """The categories that block ``check`` ('input', 'output' or 'tool')."""
+        value = {"input": self.block, "output": self.output_block, "tool": self.tool_block}[check]
+        return set(CATEGORIES) if value == "all" else set(value)
+
+    def key_for(self, check: str) -> str:
+        """The mesh.yaml key that says what blocks ``check``."""
+        return {"input": "block", "output": "output_block", "tool": "tool_block"}[check]
+
+    def blocking(self, verdict: Any, codes: Iterable[str] | None = None, check: str | None = None) -> list[str]:
+        """The codes of ``verdict`` that this policy blocks on (empty when it may pass).
+
+        ``codes`` when given, else the codes for ``check`` (default: the verdict's own check).
+        """
         if verdict.safe:
             return []
-        blocked = set(CATEGORIES) if (codes is None and self.block == "all") else set(codes if codes is not None else self.block)
+        blocked = set(codes) if codes is not None else self.codes_for(check or verdict.check)
         return [code for code in verdict.codes if code in blocked]
 
 
@@ -76,10 +100,13 @@ class GuardOverride(BaseModel):
     enabled: bool | None = None
     check: list[Check] | None = None
     block: list[str] | Literal["all"] | None = None
-    tool_block: list[str] | None = None
+    output_block: list[str] | Literal["all"] | None = None
+    tool_block: list[str] | Literal["all"] | None = None
+    trusted_tools: list[str] | None = None
     on_error: Literal["block", "allow"] | None = None
     timeout_s: float | None = Field(None, gt=0, le=600)
     cache_size: int | None = Field(None, ge=0)
     stream_window_chars: int | None = Field(None, ge=0, le=100_000)
+    max_chars: int | None = Field(None, ge=1000, le=10_000_000)
 
-    _known_codes = field_validator("block", "tool_block")(classmethod(lambda cls, value: known_codes(value)))
+    _known_codes = field_validator("block", "output_block", "tool_block")(classmethod(lambda cls, value: known_codes(value)))

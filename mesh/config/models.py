@@ -181,6 +181,10 @@ class AgentConfig(Strict):
     h2c: bool | None = None
     # Processes of this agent behind one Service (`mesh deploy kubernetes`); they share state.database.
     replicas: int = Field(1, ge=1, le=64)
+    # Where each replica is reachable when they run on several hosts with nothing spreading requests
+    # in front: replica i (`mesh serve AGENT --replica i` on its host) listens on the port of the i-th
+    # URL and advertises it; the mesh's clients spread calls over them and skip one that fails.
+    replica_urls: list[str] = []
     resources: ResourcesConfig = ResourcesConfig()
 
     @model_validator(mode="after")
@@ -201,10 +205,16 @@ class AgentConfig(Strict):
             for key in ("host", "port", "grpc_port", "public_url", "tls", "max_body_bytes"):
                 if getattr(self, key) is not None:
                     raise KeyError_(key, f"'{key}' is for local agents; an external agent has 'url' instead")
-            if self.replicas != 1:
+            if self.replicas != 1 or self.replica_urls:
                 raise KeyError_("replicas", "'replicas' is for local agents; an external agent is one URL")
             if not self.url.startswith(("http://", "https://")):
                 raise KeyError_("url", "must start with http:// or https://")
+        if self.replica_urls:
+            if len(self.replica_urls) != self.replicas:
+                raise KeyError_("replica_urls", f"one URL per replica: {self.replicas} replica(s), {len(self.replica_urls)} URL(s)")
+            if not all(u.startswith(("http://", "https://")) and urlsplit(u).port for u in self.replica_urls):
+                raise KeyError_("replica_urls", "each must be http(s)://HOST:PORT")
+            self.replica_urls = [u.rstrip("/") for u in self.replica_urls]
         return self
 
     @property
@@ -242,6 +252,10 @@ class ToolConfig(Strict):
 class StateConfig(Strict):
     dir: Path = Path(".mesh")
     database: str | None = None
+    # With a PostgreSQL database, each graph run is leased by one coordinator for this long (renewed
+    # every third of it); a coordinator that dies or stalls longer loses its runs to another, and a
+    # replica of an agent silent this long is given up: a survivor fails its unfinished tasks.
+    lease_seconds: float = Field(10.0, gt=0, le=3600)
 
     @field_validator("database")
     @classmethod
@@ -249,6 +263,23 @@ class StateConfig(Strict):
         if value and not value.startswith(("postgresql://", "postgres://", "postgresql+asyncpg://", "sqlite:///")):
             raise ValueError("must be a postgresql:// URL (or sqlite:///PATH); leave it out for SQLite under state.dir")
         return value or None
+
+
+class TelemetryConfig(Strict):
+    """Where every process of the mesh sends its spans (OTEL_EXPORTER_OTLP_ENDPOINT, when set, wins over otlp_endpoint)."""
+
+    otlp_endpoint: str | None = Field(None, pattern=r"^https?://")  # OTLP/HTTP base URL, e.g. http://127.0.0.1:4318
+    sampling: float = Field(1.0, ge=0.0, le=1.0)  # share of new traces kept; a traced caller's choice is followed
+    # Spans also as JSON lines under STATE_DIR/traces (what the console reads); default: only with no OTLP endpoint.
+    keep_local: bool | None = None
+
+
+class ConsoleConfig(Strict):
+    """The web console `mesh up` serves (mesh/console): where, and whether."""
+
+    enabled: bool = True
+    port: Port | None = None  # none: a free port, written to STATE_DIR/console.json (`mesh ls --json` reads it)
+    host: str | None = None  # default: server.host, but never the wildcard (0.0.0.0/:: become loopback)
 
 
 class MeshConfig(Strict):
@@ -259,6 +290,8 @@ class MeshConfig(Strict):
     tools: dict[Name, ToolConfig] = {}
     guard: GuardPolicy | None = None
     graphs: dict[Name, GraphSpec] = {}
+    console: ConsoleConfig = ConsoleConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
     # The agent that runs graphs (`mesh run` talks to it); default: the agent named "coordinator".
     coordinator: Name | None = None
 
@@ -299,13 +332,26 @@ class MeshConfig(Strict):
     def body_limit_of(self, agent: AgentConfig) -> int:
         return int(agent.max_body_bytes if agent.max_body_bytes is not None else self.server.max_body_bytes)
 
-    def url_of(self, name: str) -> str:
-        """Where clients reach the agent: its public_url, external url, or scheme://host:port."""
+    def port_of(self, agent: AgentConfig, replica: int = 0) -> int:
+        """The port replica ``replica`` listens on: its replica URL's, else ``port + replica``."""
+        if agent.replica_urls:
+            return int(urlsplit(agent.replica_urls[replica]).port)  # type: ignore[arg-type]
+        return int(agent.port) + replica  # type: ignore[arg-type]
+
+    def replica_urls_of(self, name: str) -> list[str]:
+        """Where the mesh's clients reach each replica of an agent (one URL unless ``replica_urls``)."""
+        agent = self.agent(name)
+        return list(agent.replica_urls) if agent.replica_urls and not agent.public_url else [self.url_of(name)]
+
+    def url_of(self, name: str, replica: int = 0) -> str:
+        """Where clients reach the agent: its public_url, external url, replica URL, or scheme://host:port."""
         agent = self.agent(name)
         if agent.url:
             return agent.url.rstrip("/")
         if agent.public_url:
             return agent.public_url.rstrip("/")
+        if agent.replica_urls:
+            return agent.replica_urls[replica]
         host = self.host_of(agent)
         if host in ("0.0.0.0", "::", ""):
             host = socket.getfqdn()
@@ -321,6 +367,15 @@ class MeshConfig(Strict):
 
     def token_of(self, agent: AgentConfig) -> str | None:
         return agent.auth.bearer_token if agent.auth else None
+
+    def console_host(self) -> str:
+        """Where the console listens: console.host, else server.host with a wildcard turned into loopback."""
+        host = self.console.host or self.server.host
+        if self.console.host is None and host in ("", "0.0.0.0"):
+            return "127.0.0.1"
+        if self.console.host is None and host == "::":
+            return "::1"
+        return host
 
     def problem(self, path: tuple, message: str) -> SourceProblem:
         if self._source is None:
@@ -386,7 +441,9 @@ def _cross_checks(config: MeshConfig, source: YamlSource) -> list[SourceProblem]
         if agent.is_local:
             for replica in range(agent.replicas):  # replica i of `replicas: N` listens on port + i
                 owner = f"agents.{name}" + (f" (replica {replica})" if replica else "")
-                claim(config.host_of(agent), agent.port + replica, owner, ("agents", name, "port"))
+                # with replica_urls, each replica is where its URL says (often a host of its own)
+                host = urlsplit(agent.replica_urls[replica]).hostname or "" if agent.replica_urls else config.host_of(agent)
+                claim(host, config.port_of(agent, replica), owner, ("agents", name, "port"))
         if agent.auth:
             problems += _secret_checks(source, ("agents", name, "auth", "bearer_token"), agent.auth.bearer_token)
         if agent.tls:
@@ -399,6 +456,8 @@ def _cross_checks(config: MeshConfig, source: YamlSource) -> list[SourceProblem]
             claim(tool.host or config.server.host, tool.port, f"tools.{name}", ("tools", name, "port"))
         if tool.auth:
             problems += _secret_checks(source, ("tools", name, "auth", "bearer_token"), tool.auth.bearer_token)
+    if config.console.enabled and config.console.port is not None:
+        claim(config.console_host(), config.console.port, "console", ("console", "port"))
     from mesh.graphs.vertices import agents_named
 
     for graph_name, graph in config.graphs.items():

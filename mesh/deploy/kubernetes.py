@@ -95,10 +95,8 @@ def generate(path: str | Path | None, options: Options | None = None) -> Manifes
         problems.append(config.problem(("state", "database"), "pods share no files: on Kubernetes the state must "
                                                               "be PostgreSQL (a postgresql:// URL, or leave it out "
                                                               f"for ${{{DATABASE_VARIABLE}}})"))
+    # A coordinator may have replicas: they share runs through leases in PostgreSQL (mesh.pregel.lease).
     coordinator = config.coordinator_name()
-    if coordinator and config.agents[coordinator].replicas > 1:
-        problems.append(config.problem(("agents", coordinator, "replicas"), "the coordinator runs as one replica "
-                                                                            "(runs are not leased between coordinators yet)"))
     problems += _name_clashes(config)
     if problems:
         raise ConfigError(problems)

@@ -22,7 +22,8 @@ Calls stream when the agent can (so a cancelled or timed-out call cancels
 the remote task) and share one HTTP/2 connection pool per agent. A group
 vertex sends each call to the member measured fastest (or cheapest), trying
 every member once first, and falls over to the next member when one cannot be
-reached. With a ``guard:`` in the graph (merged over mesh.yaml's ``guard:``),
+reached; an agent with ``replica_urls`` does the same over its replicas, and a
+URL answering with another agent's card is refused (``mesh.graphs.routing``). With a ``guard:`` in the graph (merged over mesh.yaml's ``guard:``),
 every vertex's outgoing messages are checked before they travel an edge: a
 blocked one fails that call, and nothing of it is sent.
 """
@@ -37,7 +38,6 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -56,11 +56,12 @@ from google.protobuf.struct_pb2 import Value
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from mesh.client import Target, fetch_card, http_client, open_client, resolve_target
+from mesh.client import Target, fetch_card, http_client, open_client
 from mesh.client.connect import known_h2c
 from mesh.client.exchange import FAILED_STATES, exchange
 from mesh.client.parts import plain_numbers, state_name
 from mesh.config import MeshConfig
+from mesh.graphs.routing import RouteStats, WrongAgent, candidates_of, expected_card_name, unreachable
 from mesh.graphs.vertices import (
     A2AVertex,
     AgentVertex,
@@ -72,6 +73,7 @@ from mesh.pregel import (
     CheckpointStore,
     Engine,
     GraphSpec,
+    PostgresStore,
     PythonVertex,
     Run,
     VertexCall,
@@ -83,6 +85,7 @@ from mesh.pregel.functions import (
     resolve_aggregator,
     resolve_combiner,
 )
+from mesh.pregel.lease import default_owner
 from mesh.pregel.vertex import send_pairs
 from mesh.telemetry import metrics, tracing
 
@@ -111,6 +114,9 @@ class AgentPool:
         self._http: dict[tuple[str, bool], httpx.AsyncClient] = {}
         self._clients: dict[tuple[str, bool], tuple[Client, AgentCard]] = {}
         self._locks: dict[tuple[str, bool], asyncio.Lock] = {}
+        # The card name each agent of the mesh answers with (mesh.yaml's card.name, its module's card,
+        # else the first card seen): a URL answering with another agent's card is refused, not called.
+        self.identities: dict[str, str] = {}
 
     async def client(self, target: Target) -> tuple[Client, AgentCard]:
         key = (target.url, target.h2c)
@@ -123,6 +129,10 @@ class AgentPool:
                 http = self._http.get(key) or http_client(target.token, timeout=None, h2c=target.h2c)
                 self._http[key] = http
                 card = await fetch_card(http, target.url)
+                expected = self.identities.setdefault(target.name, card.name)
+                if card.name != expected:
+                    raise WrongAgent(f"{target.url} answers with the card of {card.name!r}, not of agent "
+                                     f"{target.name!r} ({expected!r}): refusing to call it")
                 self._clients[key] = (await open_client(http, card, streaming=card.capabilities.streaming), card)
             return self._clients[key]
 
@@ -135,31 +145,6 @@ class AgentPool:
             await http.aclose()
         self._http.clear()
         self._clients.clear()
-
-
-@dataclass
-class RouteStats:
-    """Measured latency and cost per agent, for routing group vertices."""
-
-    latency: dict[str, float] = field(default_factory=dict)  # exponentially weighted mean, seconds
-    cost: dict[str, float] = field(default_factory=dict)
-    calls: dict[str, int] = field(default_factory=dict)
-
-    def record(self, agent: str, seconds: float, cost: float | None) -> None:
-        self.calls[agent] = self.calls.get(agent, 0) + 1
-        self.latency[agent] = seconds if agent not in self.latency else 0.8 * self.latency[agent] + 0.2 * seconds
-        if cost is not None:
-            self.cost[agent] = cost if agent not in self.cost else 0.8 * self.cost[agent] + 0.2 * cost
-
-    def order(self, agents: list[str], route: str) -> list[str]:
-        """Untried agents first (in their order), then the best measured first."""
-        untried = [a for a in agents if a not in self.calls]
-        tried = [a for a in agents if a in self.calls]
-        if route == "cheapest":
-            tried.sort(key=lambda a: (self.cost.get(a, float("inf")), self.latency[a]))
-        else:
-            tried.sort(key=lambda a: self.latency[a])
-        return untried + tried
 
 
 def inbox_message(call: VertexCall, graph: str, instruction: str | None) -> Message:
@@ -249,16 +234,18 @@ class RemoteCall:
         self.graph = graph
 
     def targets(self) -> list[tuple[str, Target]]:
+        """The candidates of this call, best first (see mesh.graphs.routing)."""
         config = self.runtime.config
         spec = self.spec
-        if isinstance(spec, AgentVertex):
-            return [(spec.agent, resolve_target(config, spec.agent))]
         if isinstance(spec, A2AVertex):
             token = os.environ.get(spec.token_env) if spec.token_env else None
             return [(spec.url, Target(spec.url, spec.url, token, spec.h2c or known_h2c(config, spec.url)))]
-        assert isinstance(spec, GroupVertex)
-        order = self.runtime.routes.order(list(spec.agents), spec.route)
-        return [(name, resolve_target(config, name)) for name in order]
+        agents = [spec.agent] if isinstance(spec, AgentVertex) else list(spec.agents)  # type: ignore[attr-defined]
+        candidates = {key: target for agent in agents for key, target in candidates_of(config, agent).items()}
+        if len(candidates) == 1:
+            return list(candidates.items())
+        route = spec.route if isinstance(spec, GroupVertex) else "fastest"
+        return [(key, candidates[key]) for key in self.runtime.routes.order(list(candidates), route)]
 
     async def __call__(self, call: VertexCall) -> VertexResult:
         with tracing.tracer().start_as_current_span(
@@ -279,18 +266,27 @@ class RemoteCall:
             started = time.perf_counter()
             try:
                 result = await self._send(target, request)
-            except (httpx.TransportError, OSError) as exc:
+            except Exception as exc:
+                if not unreachable(exc):
+                    raise
                 self.runtime.pool.forget(target)
-                if index + 1 < len(candidates):  # a group falls over to its next member
-                    log.warning("vertex %s: %s cannot be reached (%s); trying %s", call.vertex_id, name, exc, candidates[index + 1][0])
+                self.runtime.routes.failed(name)  # calls stop going there for a while
+                why = str(exc) if isinstance(exc, WrongAgent) else f"{name} cannot be reached: {type(exc).__name__}: {exc}"
+                if index + 1 < len(candidates):  # a replica or group member falls over to the next one
+                    log.warning("vertex %s: %s; trying %s", call.vertex_id, why, candidates[index + 1][0])
                     continue
-                raise VertexCallFailed(f"{name} cannot be reached: {type(exc).__name__}: {exc}") from None
+                raise VertexCallFailed(why) from None
             self.runtime.routes.record(name, time.perf_counter() - started, result.cost)
             return result
         raise VertexCallFailed("no agent to call")
 
     async def _send(self, target: Target, request: SendMessageRequest) -> VertexResult:
-        client, _ = await self.runtime.pool.client(target)
+        pool = self.runtime.pool
+        if not isinstance(self.spec, A2AVertex) and target.name not in pool.identities:
+            name = await asyncio.to_thread(expected_card_name, self.runtime.config, target.name)
+            if name is not None:
+                pool.identities.setdefault(target.name, name)
+        client, _ = await pool.client(target)
         # A cancelled or timed-out call cancels the remote task too (exchange does that).
         answer = await exchange(client, request)
         if answer.final is None:
@@ -349,6 +345,9 @@ class GraphRuntime:
         self._engines: dict[str, Engine] = {}
         self._compiled: dict[str, Any] = {}
         self._guard_client: Any = None
+        # Runs in a database that several coordinators share are leased (mesh.pregel.lease).
+        self.lease_seconds = config.state.lease_seconds if isinstance(store, PostgresStore) else None
+        self.owner = default_owner()
 
     def graph(self, name: str) -> GraphSpec:
         try:
@@ -359,7 +358,7 @@ class GraphRuntime:
 
     def engine(self, name: str) -> Engine:
         if name not in self._engines:
-            self._engines[name] = Engine(self.store, self._factory(name))
+            self._engines[name] = Engine(self.store, self._factory(name), lease_seconds=self.lease_seconds, owner=self.owner)
         return self._engines[name]
 
     def compiled(self, name: str):

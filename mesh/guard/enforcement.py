@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import logging
+import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 from a2a.helpers import new_task_from_user_message
 from a2a.server.agent_execution import AgentExecutor, RequestContext
@@ -74,19 +77,34 @@ class Guard:
         self.policy = policy
         self.classifier = classifier
 
-    async def decide(self, turns: Sequence[Turn], codes: Iterable[str] | None = None, what: str = "") -> Blocked | None:
-        """None if the content may pass, else why it is blocked (the categories, or the guard's error)."""
-        what = what or check_of(turns)
+    async def decide(self, turns: Sequence[Turn], codes: Iterable[str] | None = None, what: str = "",
+                     kind: str | None = None) -> Blocked | None:
+        """None if the content may pass, else why it is blocked (the categories and what fired, or the guard's error).
+
+        ``kind`` ('input', 'output' or 'tool') chooses the categories that block
+        (``block``, ``output_block``, ``tool_block``) unless ``codes`` are given.
+        """
+        kind = kind or check_of(turns)
+        what = what or kind
         with tracing.tracer().start_as_current_span("guard check", attributes={"mesh.agent": self.agent,
                                                                               "mesh.guard.what": what}) as span:
-            blocked = await self._decide(turns, codes, what)
+            blocked = await self._decide(turns, codes, what, kind)
             span.set_attribute("mesh.guard.blocked", blocked is not None)
             if blocked is not None:
                 span.set_attribute("mesh.guard.categories", list(blocked.codes))
             return blocked
 
-    async def _decide(self, turns: Sequence[Turn], codes: Iterable[str] | None, what: str) -> Blocked | None:
+    async def _decide(self, turns: Sequence[Turn], codes: Iterable[str] | None, what: str, kind: str) -> Blocked | None:
         span = trace.get_current_span()
+        size = len(turns[-1].content)
+        if size > self.policy.max_chars:
+            # Bounded work per message: the guard never reads more than max_chars of one check.
+            metrics.record_block(self.agent, ["oversize"])
+            span.set_attribute("mesh.guard.oversize", size)
+            return Blocked(f"{_upper(what)} blocked unread: it holds {size:,} characters and the guard checks at most "
+                           f"{self.policy.max_chars:,} (guard.max_chars in mesh.yaml).", [], unsafe=True)
+        turns = [t if len(t.content) <= self.policy.max_chars else Turn(role=t.role, content=t.content[-self.policy.max_chars:])
+                 for t in turns]  # the context of an output check: its last max_chars
         try:
             verdict = await self.classifier.classify(turns)
         except GuardError as exc:
@@ -101,20 +119,38 @@ class Guard:
         record_verdict(verdict, sum(len(t.content) for t in turns), where=f"agent={self.agent} {what}")
         span.set_attributes({"mesh.guard.safe": verdict.safe, "mesh.guard.verdict_categories": list(verdict.codes),
                              "mesh.guard.backend": verdict.backend, "mesh.guard.cached": verdict.cached})
-        blocked = self.policy.blocking(verdict, codes)
+        blocked = self.policy.blocking(verdict, codes, check=kind)
         if not blocked:
             return None
         metrics.record_block(self.agent, blocked)
         names = ", ".join(f"{code} ({CATEGORIES[code]})" for code in blocked)
-        return Blocked(f"{what[:1].upper()}{what[1:]} blocked by the guard: {names}.", blocked, unsafe=True)
+        fired = verdict.explain(blocked)
+        key = self.policy.key_for(kind)
+        return Blocked(f"{_upper(what)} blocked by the guard: {names}" + (f" [{fired}]" if fired else "") +
+                       f". To let such {kind} content through, leave {', '.join(blocked)} out of guard.{key} in mesh.yaml "
+                       f"(agents.{self.agent}.guard.{key} for this agent alone).", blocked, unsafe=True)
 
-    async def check_tool_result(self, text: str, tool: str = "tool") -> None:
-        """Raise GuardBlocked if a tool's result carries a prompt injection (or another tool_block category)."""
+    async def check_tool_result(self, text: str, tool: str = "tool", trusted: list[str] | None = None) -> None:
+        """Raise GuardBlocked if a tool's result carries a prompt injection (or another tool_block category).
+
+        A trusted tool's result (``guard.trusted_tools``: the operator's own content, the mesh's
+        calculator, its documents) is not screened, and is added to ``trusted``: what an agent
+        relays of it verbatim is not screened again as its output.
+        """
+        if tool.split(".", 1)[0] in self.policy.trusted_tools:
+            if trusted is not None and text.strip():
+                trusted.append(text)
+                trusted.extend(_json_strings(text))  # as the agent relays them in a data part
+            return
         if not self.policy.tool_block or not text.strip():
             return
-        blocked = await self.decide(as_turns(text), self.policy.tool_block, what=f"result of {tool}")
+        blocked = await self.decide(as_turns(text), what=f"result of {tool}", kind="tool")
         if blocked is not None:
             raise GuardBlocked(blocked.reason, blocked.codes)
+
+
+def _upper(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 @dataclass
@@ -127,6 +163,8 @@ class Blocked:
 
 
 _current_guard: contextvars.ContextVar[Guard | None] = contextvars.ContextVar("mesh_guard", default=None)
+# The texts of trusted tool results of the execution under way (see Guard.check_tool_result).
+_trusted_texts: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("mesh_trusted_texts", default=None)
 
 
 async def check_tool_result(text: str, tool: str = "tool") -> None:
@@ -138,28 +176,67 @@ async def check_tool_result(text: str, tool: str = "tool") -> None:
     """
     guard = _current_guard.get()
     if guard is not None:
-        await guard.check_tool_result(text, tool)
+        await guard.check_tool_result(text, tool, _trusted_texts.get())
 
 
 def parts_text(parts: Iterable[Part]) -> str:
-    """The text of parts to classify: text parts, the strings inside data parts, and text/* raw parts."""
+    """All the text of parts the guard must read, whatever the part.
+
+    Text parts joined as they are (a sentence split across parts is whole
+    again); data parts' keys and string values; file parts of any media type:
+    their name, their URI (percent-decoded) and their bytes as text when they
+    decode as UTF-8, else the runs of printable characters in them.
+    """
     texts: list[str] = []
+    run = ""
     for part in parts:
         kind = part.WhichOneof("content")
         if kind == "text":
-            texts.append(part.text)
-        elif kind == "data":
+            run += part.text
+            continue
+        if run:
+            texts.append(run)
+            run = ""
+        if part.filename:
+            texts.append(part.filename)
+        if kind == "data":
             texts.extend(_strings(MessageToDict(part.data)))
-        elif kind == "raw" and part.media_type.startswith("text/"):
-            texts.append(part.raw.decode("utf-8", "replace"))
+        elif kind == "raw":
+            texts.append(bytes_text(part.raw))
+        elif kind == "url":
+            texts.append(unquote(part.url))
+    if run:
+        texts.append(run)
     return "\n".join(t for t in texts if t.strip())
+
+
+_PRINTABLE_RUN = re.compile(rb"[\x20-\x7e\t\n\r]{4,}")
+
+
+def bytes_text(raw: bytes) -> str:
+    """The text in a file part's bytes: all of it when it is UTF-8 (or UTF-16 with a BOM), else its printable runs."""
+    for encoding in (("utf-16",) if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ()) + ("utf-8",):
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError:
+            pass
+    return "\n".join(m.group(0).decode("ascii") for m in _PRINTABLE_RUN.finditer(raw))
+
+
+def _json_strings(text: str) -> list[str]:
+    """The strings inside ``text`` when it is a JSON document (else none)."""
+    try:
+        return list(_strings(json.loads(text)))
+    except (ValueError, RecursionError):
+        return []
 
 
 def _strings(value: Any) -> Iterable[str]:
     if isinstance(value, str):
         yield value
     elif isinstance(value, dict):
-        for item in value.values():
+        for key, item in value.items():
+            yield str(key)
             yield from _strings(item)
     elif isinstance(value, list):
         for item in value:
@@ -177,16 +254,18 @@ class GuardedExecutor(AgentExecutor):
         user_text = parts_text(context.message.parts) if context.message else ""
         policy = self.guard.policy
         if "input" in policy.check and user_text.strip():
-            blocked = await self.guard.decide(as_turns(user_text), what="input")
+            blocked = await self.guard.decide(as_turns(user_text), what="input", kind="input")
             if blocked is not None:
                 state = TaskState.TASK_STATE_REJECTED if blocked.unsafe else TaskState.TASK_STATE_FAILED
                 await _end_task(context, event_queue, state, blocked.reason, task_exists=context.current_task is not None)
                 return
         queue = GuardedQueue(event_queue, self.guard, user_text, task_exists=context.current_task is not None)
         token = _current_guard.set(self.guard)
+        trusted_token = _trusted_texts.set(queue.trusted)
         try:
-            run = asyncio.ensure_future(self.inner.execute(context, queue))
+            run = asyncio.ensure_future(self.inner.execute(context, queue))  # the task copies both variables
         finally:
+            _trusted_texts.reset(trusted_token)
             _current_guard.reset(token)
         queue.run = run
         try:
@@ -214,6 +293,7 @@ class GuardedQueue(EventQueue):
         self.task_exists = task_exists
         self.blocked: str | None = None
         self.run: asyncio.Future | None = None
+        self.trusted: list[str] = []  # results of trusted tools in this execution
         self._artifact_tails: dict[str, str] = {}
 
     async def enqueue_event(self, event: Any) -> None:
@@ -221,8 +301,9 @@ class GuardedQueue(EventQueue):
             return  # the executor is being stopped; nothing more of it is sent
         if "output" in self.guard.policy.check:
             text, commit = self._text_to_check(event)
+            text = without_relayed(text, self.trusted)
             if text.strip():
-                blocked = await self.guard.decide(as_turns(self.user_text, text), what="output")
+                blocked = await self.guard.decide(as_turns(self.user_text, text), what="output", kind="output")
                 if blocked is not None:
                     self.blocked = blocked.reason
                     if self.run is not None and not self.run.done():
@@ -261,6 +342,25 @@ class GuardedQueue(EventQueue):
         if not chunk.strip():
             return "", commit
         return text, commit
+
+
+def without_relayed(text: str, trusted: Sequence[str]) -> str:
+    """``text`` less what it relays verbatim of a trusted tool's result: whole lines, or the rest of a line
+    after a short label ("concepts.md:19-23 (0.51): <the passage>" keeps "concepts.md:19-23 (0.51):")."""
+    if not trusted or not text.strip():
+        return text
+    return "\n".join(_unrelayed(line, trusted) for line in text.splitlines())
+
+
+def _unrelayed(line: str, trusted: Sequence[str]) -> str:
+    stripped = line.strip()
+    if not stripped or any(stripped in source for source in trusted):
+        return ""
+    for space in re.finditer(r"\s", stripped[:120]):
+        rest = stripped[space.end():]
+        if len(rest) >= 20 and any(rest in source for source in trusted):
+            return stripped[: space.start()]
+    return line
 
 
 def _status_text(status: TaskStatus) -> str:

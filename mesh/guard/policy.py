@@ -45,4 +45,9 @@ def policy_problems(config: Any) -> list:
         elif guard_name not in config.agents:
             known = ", ".join(sorted(config.agents)) or "none"
             problems.append(config.problem(("guard", "agent"), f"no agent named {guard_name!r} (agents: {known})"))
+        tools = set(getattr(config, "tools", None) or {})
+        for number, tool in enumerate(config.guard.trusted_tools):
+            if tool not in tools:
+                known = ", ".join(sorted(tools)) or "none"
+                problems.append(config.problem(("guard", "trusted_tools", number), f"no tool named {tool!r} (tools: {known})"))
     return problems

@@ -229,15 +229,19 @@ class LLMAgent(TaskAgent):
         context_id = request.context_id
         if store is None or not context_id:
             return []
+        call_context = request.call_context or ServerCallContext()
         try:
-            listed = await store.list(ListTasksRequest(context_id=context_id, page_size=HISTORY_TASKS, history_length=20,
-                                                       include_artifacts=True),
-                                      request.call_context or ServerCallContext())
+            if hasattr(store, "in_context"):  # the agent's own SQLite store: one indexed query
+                earlier_tasks = await store.in_context(context_id, call_context, HISTORY_TASKS)
+            else:
+                earlier_tasks = list((await store.list(ListTasksRequest(
+                    context_id=context_id, page_size=HISTORY_TASKS, history_length=20, include_artifacts=True),
+                    call_context)).tasks)
         except Exception:  # the history is a help, not a requirement
             log.exception("reading the history of context %s failed", context_id)
             return []
         turns: list[dict[str, Any]] = []
-        for earlier in sorted(listed.tasks, key=lambda t: t.status.timestamp.ToDatetime()):
+        for earlier in sorted(earlier_tasks, key=lambda t: t.status.timestamp.ToDatetime()):
             if earlier.id == request.task_id:
                 continue
             asked = [get_message_text(m) for m in earlier.history if m.role == 1]  # ROLE_USER

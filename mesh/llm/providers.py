@@ -171,6 +171,10 @@ class OpenAIProvider(Provider):
 
     async def _chat(self, messages: list[dict], tools: list[dict], on_text: TextSink | None) -> Reply:
         import openai
+        try:  # the HTTP library under openai (3.x: httpx2, earlier: httpx); errors mid-stream are its own
+            import httpx2
+        except ImportError:
+            import httpx as httpx2
 
         options: dict[str, Any] = {"model": self.settings.model, "messages": messages, "stream": True,
                                    "stream_options": {"include_usage": True}}
@@ -182,34 +186,58 @@ class OpenAIProvider(Provider):
         calls: dict[int, dict[str, Any]] = {}
         texts: list[str] = []
         try:
-            stream = await self.client.chat.completions.create(**options)
-            async for chunk in stream:
-                if chunk.usage is not None:
-                    reply.prompt_tokens = chunk.usage.prompt_tokens or 0
-                    reply.completion_tokens = chunk.usage.completion_tokens or 0
-                    cost = (chunk.usage.model_extra or {}).get("cost")
-                    if isinstance(cost, int | float):
-                        reply.cost = float(cost)
-                for choice in chunk.choices:
-                    delta = choice.delta
-                    if delta.content:
-                        texts.append(delta.content)
-                        if on_text is not None:
-                            await on_text(delta.content)
-                    for call in delta.tool_calls or ():
-                        slot = calls.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
-                        slot["id"] = call.id or slot["id"]
-                        if call.function is not None:
-                            slot["name"] += call.function.name or ""
-                            slot["arguments"] += call.function.arguments or ""
+            # The client builds, sends and checks the request (status errors, auth); the stream's events are
+            # read here as plain JSON: the client's typed chunk objects cost more CPU than the rest of a
+            # round trip in the agent (scripts/bench/llm.py, README performance section).
+            async with self.client.chat.completions.with_streaming_response.create(**options) as response:
+                lines = response.iter_lines()
+                async for data in _sse_data(lines):
+                    chunk = json.loads(data)
+                    if not isinstance(chunk, dict):
+                        continue
+                    if chunk.get("error"):
+                        error = chunk["error"]
+                        message = error.get("message") if isinstance(error, dict) else str(error)
+                        raise ModelError(f"{self.where()} reported an error mid-answer: {message}; check the model "
+                                         "server's log, or retry.")
+                    usage = chunk.get("usage")
+                    if isinstance(usage, dict):
+                        reply.prompt_tokens = usage.get("prompt_tokens") or 0
+                        reply.completion_tokens = usage.get("completion_tokens") or 0
+                        cost = usage.get("cost")
+                        if isinstance(cost, int | float) and not isinstance(cost, bool):
+                            reply.cost = float(cost)
+                    for choice in chunk.get("choices") or ():
+                        delta = choice.get("delta") or {}
+                        content = delta.get("content")
+                        if content:
+                            texts.append(content)
+                            if on_text is not None:
+                                await on_text(content)
+                        for call in delta.get("tool_calls") or ():
+                            slot = calls.setdefault(call.get("index", 0), {"id": "", "name": "", "arguments": ""})
+                            slot["id"] = call.get("id") or slot["id"]
+                            function = call.get("function") or {}
+                            slot["name"] += function.get("name") or ""
+                            arguments = function.get("arguments") or ""
+                            slot["arguments"] += arguments if isinstance(arguments, str) else json.dumps(arguments)
+                await _drain(lines)
         except openai.APIStatusError as exc:
             raise self._status_error(exc.status_code, _openai_detail(exc), _retry_after(exc.response.headers)) from None
         except openai.APITimeoutError:
             raise TimeoutError from None
         except openai.APIConnectionError as exc:
             raise self._unreachable(exc.__cause__ or exc) from None
-        except openai.APIError as exc:  # an error event inside the stream
-            raise ModelError(f"{self.where()} reported an error mid-answer: {exc.message}", retryable=False) from None
+        except openai.APIError as exc:
+            raise ModelError(f"{self.where()} reported an error mid-answer: {exc.message}; check the model server's log, "
+                             "or retry.") from None
+        except (json.JSONDecodeError, AttributeError, TypeError) as exc:
+            raise ModelError(f"{self.where()} streamed something that is not an OpenAI chat completion chunk "
+                             f"({type(exc).__name__}); is llm.base_url an OpenAI-compatible /v1 endpoint?") from None
+        except httpx2.TimeoutException:
+            raise TimeoutError from None
+        except httpx2.HTTPError as exc:  # the connection broke mid-stream
+            raise self._unreachable(exc) from None
         reply.text = "".join(texts)
         reply.tool_calls = [ToolCall(c["id"] or f"call_{i}", c["name"], c["arguments"]) for i, c in sorted(calls.items())]
         return reply
@@ -232,6 +260,33 @@ class OpenAIProvider(Provider):
 
     async def aclose(self) -> None:
         await self.client.close()
+
+
+async def _sse_data(lines: Any):
+    """The data of each server-sent event (its ``data:`` lines joined), from a stream of lines, up to ``[DONE]``."""
+    data: list[str] = []
+    async for line in lines:
+        if not line:
+            if data:
+                if data == ["[DONE]"]:
+                    return
+                yield "\n".join(data)
+                data = []
+        elif line.startswith("data:"):
+            data.append(line[6:] if line.startswith("data: ") else line[5:])
+    if data and data != ["[DONE]"]:
+        yield "\n".join(data)
+
+
+async def _drain(lines: Any, within: float = 0.1) -> None:
+    """Read what follows ``[DONE]`` (normally nothing), briefly: a response read to its end leaves its connection for
+    the next round trip, where one closed early costs a new connection."""
+    try:
+        async with asyncio.timeout(within):
+            async for _ in lines:
+                pass
+    except TimeoutError:
+        pass
 
 
 def _openai_detail(exc: Any) -> str:
@@ -280,6 +335,9 @@ class OllamaProvider(Provider):
                     reply.prompt_tokens = part.prompt_eval_count or 0
                     reply.completion_tokens = part.eval_count or 0
         except ResponseError as exc:
+            if exc.status_code < 0:  # an {"error": ...} line inside the stream: the model failed mid-answer
+                raise ModelError(f"{self.where()} reported an error mid-answer: {exc.error}; check the model "
+                                 "server's log, or retry.") from None
             raise self._status_error(exc.status_code, str(exc.error)) from None
         except ConnectionError as exc:
             raise self._unreachable(exc) from None

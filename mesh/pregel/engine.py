@@ -72,8 +72,8 @@ Durability
     the same first arrivals). ``Run.cancel(resumable=True)``, or the loop
     cancelling the run's task at shutdown, stops the run and leaves it
     ``running`` in the store, to be resumed; ``Run.cancel()`` ends it as
-    ``cancelled``. Resuming one run from two processes at once is not
-    guarded against.
+    ``cancelled``. Resuming one run from two processes at once is only
+    guarded against with leases (``lease_seconds``, see ``mesh.pregel.lease``).
 """
 
 from __future__ import annotations
@@ -96,11 +96,15 @@ from mesh.pregel.checkpoint import (
     CallRecorder,
     Checkpoint,
     CheckpointStore,
+    Lease,
+    LeaseLost,
     NewRun,
     SavedRun,
+    StoreError,
 )
 from mesh.pregel.events import RunResult, SuperstepEvent, expand_summary
 from mesh.pregel.figures import Figures
+from mesh.pregel.lease import Heartbeat, default_owner
 from mesh.pregel.functions import (
     VertexFactory,
     empty_aggregate,
@@ -160,11 +164,27 @@ class CompiledGraph:
 
 
 class Engine:
-    """Runs graphs. ``store`` makes runs durable and resumable; ``vertex_factory`` turns vertex specs into callables."""
+    """Runs graphs. ``store`` makes runs durable and resumable; ``vertex_factory`` turns vertex specs into callables.
 
-    def __init__(self, store: CheckpointStore | None = None, vertex_factory: VertexFactory = python_vertex_factory):
+    ``lease_seconds`` gives each run a lease in the store (PostgreSQL), so that
+    coordinators on several hosts share runs safely (``mesh.pregel.lease``);
+    ``owner`` names this coordinator (default: host, pid and a random part).
+    """
+
+    def __init__(
+        self,
+        store: CheckpointStore | None = None,
+        vertex_factory: VertexFactory = python_vertex_factory,
+        *,
+        lease_seconds: float | None = None,
+        owner: str | None = None,
+    ):
+        if lease_seconds is not None and (store is None or lease_seconds <= 0):
+            raise ValueError("leases need a checkpoint store and a positive lease_seconds")
         self.store = store
         self.vertex_factory = vertex_factory
+        self.lease_seconds = lease_seconds
+        self.owner = owner or default_owner()
         self._live: dict[str, Run] = {}
 
     def compile(self, graph: GraphSpec | Mapping[str, Any]) -> CompiledGraph:
@@ -186,8 +206,14 @@ class Engine:
         """Start a run in the background; a graph that is not compiled yet is compiled first."""
         compiled = graph if isinstance(graph, CompiledGraph) else self.compile(graph)
         run_id = run_id or uuid.uuid4().hex
+        lease = None
+        if self.lease_seconds is not None:
+            # The lease first: a run with no lease row would look orphaned to other coordinators.
+            lease = await self.store.acquire_lease(run_id, self.owner, self.lease_seconds)  # type: ignore[union-attr]
+            if lease is None:
+                raise StoreError(f"run {run_id!r} exists")
         # Runs share the compiled topology until their first mutation copies it.
-        run = Run(self, run_id, compiled.graph, compiled.topology, on_event=on_event, owns_topology=False)
+        run = Run(self, run_id, compiled.graph, compiled.topology, on_event=on_event, owns_topology=False, lease=lease)
         run._start_with(input)
         if self.store is not None:
             await self.store.create_run(
@@ -212,6 +238,11 @@ class Engine:
             raise RunNotResumable("this engine has no checkpoint store")
         if run_id in self._live:
             raise RunNotResumable(f"run {run_id!r} is running in this engine")
+        lease = None
+        if self.lease_seconds is not None:
+            lease = await self.store.acquire_lease(run_id, self.owner, self.lease_seconds)
+            if lease is None:
+                raise RunNotResumable(f"run {run_id!r} belongs to another coordinator whose lease has not expired")
         saved = await self.store.load_run(run_id)
         if saved is None:
             raise RunNotFound(f"no run {run_id!r} in the store")
@@ -219,10 +250,22 @@ class Engine:
             raise RunNotResumable(f"run {run_id!r} is {saved.info.status}; only an interrupted (running) run resumes")
         graph = GraphSpec.model_validate_json(saved.graph)
         topology = Topology.restore(graph, self.vertex_factory, json.loads(saved.topology))
-        run = Run(self, run_id, graph, topology, on_event=on_event)
+        run = Run(self, run_id, graph, topology, on_event=on_event, lease=lease)
         run._restore(saved)
         run._launch()
         return run
+
+    async def adopt(self, graph: CompiledGraph | None = None, *, on_event: EventCallback | None = None) -> list[Run]:
+        """Take over the runs (of ``graph``) whose lease expired, from their last checkpoint (needs ``lease_seconds``)."""
+        if self.lease_seconds is None or self.store is None:
+            raise RunNotResumable("adopting runs needs an engine with leases (lease_seconds)")
+        runs = []
+        for run_id in await self.store.orphaned_runs(graph.digest if graph is not None else None):
+            try:
+                runs.append(await self.resume(run_id, on_event=on_event))
+            except (RunNotResumable, RunNotFound):
+                continue  # another coordinator was quicker, or the run ended meanwhile
+        return runs
 
     async def figures(self, run_id: str) -> dict[str, Any]:
         """The figures of a stored run (rebuilt from its call records and events), e.g. for a finished run."""
@@ -249,6 +292,7 @@ class Run:
         *,
         on_event: EventCallback | None,
         owns_topology: bool = True,
+        lease: Lease | None = None,
     ):
         self.engine = engine
         self.run_id = run_id
@@ -257,7 +301,9 @@ class Run:
         self._owns_topology = owns_topology
         self.status = "running"
         self._store = engine.store
-        self._recorder = CallRecorder(engine.store) if engine.store is not None else None
+        self._recorder = CallRecorder(engine.store, lease) if engine.store is not None else None
+        self._lease = lease
+        self._heartbeat = Heartbeat(engine.store, lease, self._lease_lost) if lease is not None else None  # type: ignore[arg-type]
         self._on_event = on_event
         self._limits = graph.limits
         self._output_ids = frozenset(graph.outputs) if graph.outputs is not None else None
@@ -333,13 +379,32 @@ class Run:
     def _launch(self) -> None:
         self.engine._live[self.run_id] = self
         self._task = asyncio.get_running_loop().create_task(self._main(), name=f"pregel-run-{self.run_id}")
+        if self._heartbeat is not None:
+            self._heartbeat.start()
+
+    def _lease_lost(self, why: str) -> None:
+        logger.warning("%s; stopping the run here", why)
+        if self._task is not None and not self._task.done():
+            self._stop = "lease_lost"
+            self._task.cancel()
 
     async def _main(self) -> RunResult:
+        try:
+            return await self._supersteps()
+        finally:
+            if self._heartbeat is not None:
+                self._heartbeat.stop()
+
+    async def _supersteps(self) -> RunResult:
         try:
             self._ending = self._ending_now()
             while self._ending is None:
                 await self._run_superstep()
+        except LeaseLost as lost:
+            return await self._give_up(str(lost))
         except asyncio.CancelledError:
+            if self._stop == "lease_lost":
+                return await self._give_up("lease lost")
             await self._abandon_calls()
             if self._stop == "cancel":
                 return await self._finish("cancelled", "cancelled")
@@ -356,6 +421,14 @@ class Run:
                 pass  # the store may be what failed; the original error matters more
             raise
         return await self._finish(*self._ending)
+
+    async def _give_up(self, why: str) -> RunResult:
+        """Another coordinator owns the run now: stop without writing anything more (it stays ``running``)."""
+        logger.warning("run %s: %s", self.run_id, why)
+        await self._abandon_calls()  # their records are refused (fenced); the new owner runs them
+        self.engine._live.pop(self.run_id, None)
+        self._end_subscriptions()
+        return self._result("running", "lease_lost")
 
     async def _abandon_calls(self) -> None:
         tasks = [task for task in self._tasks.values() if not task.done()]
@@ -392,7 +465,7 @@ class Run:
         try:
             if self._store is not None and not self._finished_in_store:
                 error_text = None if error is None else f"{type(error).__name__}: {error}"
-                await self._store.finish_run(self.run_id, status, self._stored_result(result), error_text)
+                await self._store.finish_run(self.run_id, status, self._stored_result(result), error_text, self._lease)
         finally:
             self.engine._live.pop(self.run_id, None)
             self._end_subscriptions()
@@ -443,6 +516,8 @@ class Run:
 
     async def _run_superstep(self) -> None:
         superstep = self._superstep
+        if self._heartbeat is not None and not self._heartbeat.valid():
+            await self._heartbeat.renew_now()  # the store may have given the run away: ask before calling anything
         started_at = time.time()
         clock = perf_counter()
         self._reset_superstep()
@@ -876,6 +951,7 @@ class Run:
             except (TypeError, ValueError, RecursionError) as error:
                 # Results were checked when they came back; only a combiner or an aggregator can get here.
                 raise ValueError(f"superstep {superstep}: a combined message or an aggregate is not JSON: {error}") from error
+            sent_at = time.monotonic()
             await self._store.checkpoint(Checkpoint(
                 run_id=self.run_id,
                 superstep=superstep,
@@ -885,7 +961,10 @@ class Run:
                 topology=_dumps(topology.snapshot()) if topology.version != version_before else None,
                 records=records,
                 finished=finished,
+                lease=self._lease,
             ))
+            if self._heartbeat is not None:
+                self._heartbeat.renewed(sent_at)
             self._finished_in_store = finished is not None
         self._summaries.append(event)
         self._emitted.append(event)

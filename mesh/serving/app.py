@@ -60,7 +60,7 @@ INTERRUPTED_BY_SHUTDOWN = "The agent shut down before this task finished; send t
 INTERRUPTED_BY_RESTART = "The agent restarted before this task finished; send the message again."
 
 
-def build_cards(config: MeshConfig, name: str, card: AgentCard) -> tuple[AgentCard, AgentCard | None]:
+def build_cards(config: MeshConfig, name: str, card: AgentCard, replica: int = 0) -> tuple[AgentCard, AgentCard | None]:
     """The public card (and the extended one when auth is on), with the URLs the agent is served at."""
     agent = config.agent(name)
     overrides = agent.card
@@ -80,7 +80,7 @@ def build_cards(config: MeshConfig, name: str, card: AgentCard) -> tuple[AgentCa
         card.default_input_modes.append("text/plain")
     if not card.default_output_modes:
         card.default_output_modes.append("text/plain")
-    url = config.url_of(name)
+    url = config.url_of(name, replica)
     del card.supported_interfaces[:]
     for version in config.server.card_versions:
         for binding in BINDINGS:
@@ -168,7 +168,7 @@ async def _sweep(store: SQLiteTaskStore, name: str) -> None:
         log.warning("agent %s: marked %d unfinished tasks of a previous run as failed", name, stale)
 
 
-def build_app(config: MeshConfig, name: str) -> Starlette:
+def build_app(config: MeshConfig, name: str, replica: int = 0) -> Starlette:
     """The Starlette app of agent ``name``: card, health, JSON-RPC (1.0 + 0.3) and REST, with the mesh's middleware."""
     agent = config.agent(name)
     if not agent.is_local:
@@ -186,7 +186,7 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
     try:
         module = load_agent_module(agent.module_path, config.base_dir)
         settings = module.settings(agent.settings)
-        public_card, extended_card = build_cards(config, name, module.card(settings, runtime))
+        public_card, extended_card = build_cards(config, name, module.card(settings, runtime), replica)
         agent_executor = module.create_executor(settings, runtime)
         # Guard hook: every agent but the guard itself runs behind mesh.yaml's guard policy (mesh/guard.py).
         guarded, guard_client = guard_for_agent(config, name, agent_executor)
@@ -263,6 +263,15 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
             # belongs to a previous process of it that died. Swept in the
             # background: a store that grew during an incident must not hold up serving.
             sweep = asyncio.ensure_future(_sweep(store, name))
+        watch = None
+        if versioned is not None and not getattr(agent_executor, "resumes_tasks", False):
+            from mesh.serving.replicas import ReplicaWatch, replica_owner
+
+            ttl = config.state.lease_seconds  # how long a replica may be silent before the others give up on it
+            watch = ReplicaWatch(versioned.as_task_store.engine, name, replica_owner(), store, executor.task_ids,
+                                 beat=ttl / 3, ttl=ttl)
+            await watch.start()
+            executor.watch = watch
         if hasattr(agent_executor, "start"):
             await agent_executor.start()
         grpc_server = None
@@ -291,6 +300,8 @@ def build_app(config: MeshConfig, name: str) -> Starlette:
             stopped = await fail_unfinished_tasks(store, INTERRUPTED_BY_SHUTDOWN, only=running)
             if stopped:
                 log.warning("agent %s: %d tasks were still running at shutdown and are marked failed", name, len(stopped))
+            if watch is not None:
+                await watch.stop()
             await close_store()
             if guard_client is not None:
                 await guard_client.aclose()

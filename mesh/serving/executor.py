@@ -138,11 +138,17 @@ class RunningTasks(AgentExecutor):
         self.inner = inner
         self.agent = agent
         self.task_ids: set[str] = set()
+        self.watch: Any = None  # a ReplicaWatch (mesh.serving.replicas) when the agent has replicas
         TASKS_RUNNING.labels(agent).set_function(lambda: len(self.task_ids))
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         task_id = context.task_id or ""
         self.task_ids.add(task_id)
+        if self.watch is not None:
+            try:
+                await self.watch.register()  # listed before it runs: if this replica dies, a survivor fails it
+            except Exception as exc:
+                log.warning("agent %s: task %s not listed for the other replicas: %s", self.agent, task_id, exc)
         queue = _StateWatch(event_queue)
         try:
             await self.inner.execute(context, queue)

@@ -2,7 +2,7 @@
 
 a2a-sdk checks a message's fields but not that each part holds content (the
 spec's Part is one of text, raw, url or data): a part ``{}`` reached the agent
-and came back in its answer. One check here covers JSON-RPC, REST and gRPC,
+and came back in its answer, and an empty text part ended in an internal error. One check here covers JSON-RPC, REST and gRPC,
 which all pass through the handler; it answers -32602 / 400 INVALID_ARGUMENT /
 INVALID_ARGUMENT naming the part.
 """
@@ -21,9 +21,13 @@ __all__ = ["MeshRequestHandler"]
 
 def check_parts(request: SendMessageRequest) -> None:
     for index, part in enumerate(request.message.parts):
-        if part.WhichOneof("content") is None:
+        kind = part.WhichOneof("content")
+        if kind is None:
             raise InvalidParamsError(message=f"message.parts[{index}] has no content: a part needs one of "
                                              "text, raw, url or data")
+        if kind == "text" and not part.text:
+            # a2a-sdk's task helper refuses it later with a ValueError, which reached the client as -32603.
+            raise InvalidParamsError(message=f"message.parts[{index}] is an empty text: there is nothing to answer")
 
 
 class MeshRequestHandler(DefaultRequestHandler):

@@ -87,15 +87,15 @@ async def serve_agent(config: MeshConfig, name: str, replica: int = 0) -> None:
     agent = config.agent(name)
     if not 0 <= replica < agent.replicas:
         raise ServeError(f"agent {name} has {agent.replicas} replica(s): --replica is 0..{agent.replicas - 1}")
-    traces = setup_tracing(name, config.base_dir / config.state.dir)
+    traces = setup_tracing(name, config.state_dir, config.telemetry)
     log.info("agent %s: traces to %s", name, traces)
-    app = build_app(config, name)  # errors in mesh.yaml or the module surface before the port is bound
+    app = build_app(config, name, replica)  # errors in mesh.yaml or the module surface before the port is bound
     tls = agent.tls
     await serve_asgi(
         app,
         what=f"agent {name}",
         host=config.host_of(agent),
-        port=agent.port + replica,
+        port=config.port_of(agent, replica),
         certfile=str(config.base_dir / tls.cert) if tls else None,
         keyfile=str(config.base_dir / tls.key) if tls else None,
         graceful_timeout=config.server.graceful_timeout,

@@ -284,6 +284,8 @@ class SQLiteTaskStore(DatabaseTaskStore):
             f'ON CONFLICT(id) DO UPDATE SET {", ".join(f"{chr(34)}{n}{chr(34)} = excluded.{chr(34)}{n}{chr(34)}" for n in names if n != "id")}'
         )
         self._select = f'SELECT {quoted} FROM "{table}" WHERE id = ? AND owner IS ?'
+        self._select_context = (f'SELECT {quoted} FROM "{table}" WHERE context_id = ? AND owner IS ? '
+                                "ORDER BY last_updated DESC, id DESC LIMIT ?")
 
     async def initialize(self) -> None:
         await super().initialize()
@@ -292,6 +294,9 @@ class SQLiteTaskStore(DatabaseTaskStore):
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=5000")
+            # A conversation's earlier tasks are looked up by context on every turn (mesh.llm.agent).
+            table = self.task_model.__tablename__
+            self._db.execute(f'CREATE INDEX IF NOT EXISTS "ix_{table}_context" ON "{table}" (context_id)')
 
     async def save(self, task: Task, context: ServerCallContext) -> None:
         await self.initialize()
@@ -325,6 +330,23 @@ class SQLiteTaskStore(DatabaseTaskStore):
             return None
         values = {key: self._value_from_db(column.name, value) for (key, column), value in zip(self._columns, row, strict=True)}
         return self._from_orm(self.task_model(**values))
+
+    async def in_context(self, context_id: str, context: ServerCallContext, limit: int) -> list[Task]:
+        """The latest ``limit`` tasks of a context, newest first: list() for one context, without its ORM and count."""
+        await self.initialize()
+        owner = self.owner_resolver(context)
+        tasks = []
+        id_at = [key for key, _ in self._columns].index("id")
+        for row in self._db.execute(self._select_context, (context_id, owner, limit)).fetchall():
+            cached = self._cache.get(row[id_at])  # every task is written when created; later saves may wait in the cache
+            if cached is not None:
+                copy = Task()
+                copy.CopyFrom(cached[1])
+                tasks.append(copy)
+                continue
+            values = {key: self._value_from_db(column.name, value) for (key, column), value in zip(self._columns, row, strict=True)}
+            tasks.append(self._from_orm(self.task_model(**values)))
+        return tasks
 
     async def list(self, params, context: ServerCallContext):
         self.flush()

@@ -34,8 +34,13 @@ def tracing_enabled() -> bool:
     return os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() != "true"
 
 
-def setup_tracing(service: str, state_dir: Path | None = None) -> str:
-    """Install this process's tracer provider; returns where spans go (for the log)."""
+def setup_tracing(service: str, state_dir: Path | None = None, settings: Any = None) -> str:
+    """Install this process's tracer provider; returns where spans go (for the log).
+
+    ``settings`` is mesh.yaml's ``telemetry:`` (``otlp_endpoint``, ``sampling``,
+    ``keep_local``); the OTEL_EXPORTER_OTLP_* variables win over its endpoint,
+    and OTEL_TRACES_SAMPLER over its sampling.
+    """
     global _configured
     if _configured or not tracing_enabled():
         return "off" if not tracing_enabled() else "already set up"
@@ -43,20 +48,32 @@ def setup_tracing(service: str, state_dir: Path | None = None) -> str:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
-    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+    sampler = None
+    ratio = getattr(settings, "sampling", 1.0)
+    if ratio < 1.0 and not os.environ.get("OTEL_TRACES_SAMPLER"):
+        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+        sampler = ParentBased(TraceIdRatioBased(ratio))  # a sampled caller's trace is continued whatever the ratio
+    provider = TracerProvider(resource=Resource.create({"service.name": service}), sampler=sampler)
+    configured = getattr(settings, "otlp_endpoint", None)
+    where = []
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or configured:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        exporter: Any = OTLPSpanExporter()  # reads the OTEL_EXPORTER_OTLP_* variables itself
-        where = f"OTLP/HTTP {exporter._endpoint}"
-    else:
+        if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+            exporter: Any = OTLPSpanExporter()  # reads the OTEL_EXPORTER_OTLP_* variables itself
+        else:
+            exporter = OTLPSpanExporter(endpoint=configured.rstrip("/") + "/v1/traces")
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+        where.append(f"OTLP/HTTP {exporter._endpoint}")
+    keep_local = getattr(settings, "keep_local", None)
+    if not where or keep_local:
         path = (state_dir or Path(".mesh")) / "traces" / f"{service.replace('/', '_').replace(' ', '_')}.jsonl"
-        exporter = JsonLinesExporter(path)
-        where = str(path)
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+        provider.add_span_processor(BatchSpanProcessor(JsonLinesExporter(path)))
+        where.append(str(path))
     trace.set_tracer_provider(provider)
     _configured = True
-    return where
+    return " and ".join(where) + (f" (sampling {ratio:g})" if sampler is not None else "")
 
 
 class JsonLinesExporter:
@@ -108,9 +125,13 @@ def span_dict(span: Any) -> dict[str, Any]:
 class TraceRequests:
     """ASGI middleware: a SERVER span per HTTP request, child of the caller's ``traceparent`` when it sent one."""
 
-    def __init__(self, app: ASGIApp, server: str) -> None:
+    def __init__(self, app: ASGIApp, server: str, parented_only: str | None = None) -> None:
         self.app = app
         self.server = server
+        # Requests under this path get a span only when the caller sent a traceparent: MCP clients carry
+        # theirs in each message's _meta instead (the MCP SDK's server span continues it), and an HTTP span
+        # with no parent would only start a stray trace of its own.
+        self.parented_only = parented_only
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in ("/metrics", "/health"):
@@ -119,6 +140,9 @@ class TraceRequests:
         carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
                    if k in (b"traceparent", b"tracestate")}
         parent = propagate.extract(carrier) if carrier else None
+        if parent is None and self.parented_only and scope["path"].startswith(self.parented_only):
+            await self.app(scope, receive, send)
+            return
         status = 0
 
         async def traced_send(message: Message) -> None:

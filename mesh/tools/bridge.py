@@ -18,6 +18,7 @@ task with ``NAME_get_task``). A call the host cancels (or gives up on:
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -142,16 +143,50 @@ def _progress_note(event: Any) -> str | None:
     return None
 
 
+@contextlib.asynccontextmanager
+async def sse_polling(context: Context | None, every_s: float):
+    """Close the call's SSE stream every ``every_s`` seconds while it runs (SEP-1699 polling).
+
+    The client reconnects after the stream's ``retry`` with ``Last-Event-ID``
+    and gets what it missed from the event store, so no connection is held for
+    the whole of a long task (proxies cut idle ones). The SDK offers the close
+    only to clients that can resume (protocol 2025-11-25 and later); for the
+    others, and over stdio, this does nothing.
+    """
+    if context is None or every_s <= 0:
+        yield
+        return
+
+    async def close_now_and_then() -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            await context.close_sse_stream()
+
+    closer = asyncio.get_running_loop().create_task(close_now_and_then())
+    try:
+        yield
+    finally:
+        closer.cancel()
+
+
 class AgentCaller:
     """Sends messages to the agents of one mesh and reads their tasks."""
 
-    def __init__(self, config: MeshConfig, cards: dict[str, AgentCard | None], timeout: float) -> None:
+    def __init__(self, config: MeshConfig, cards: dict[str, AgentCard | None], timeout: float,
+                 sse_poll_s: float = 0.0) -> None:
         self.config = config
         self.cards = cards
         self.timeout = timeout
+        self.sse_poll_s = sse_poll_s
 
     async def send(self, name: str, text: str, data: Any, task_id: str | None, context_id: str | None,
                    context: Context | None) -> AgentReply:
+        """Send, wait for the task to settle, and return it (see the module's docstring for cancellation)."""
+        async with sse_polling(context, self.sse_poll_s):
+            return await self._send(name, text, data, task_id, context_id, context)
+
+    async def _send(self, name: str, text: str, data: Any, task_id: str | None, context_id: str | None,
+                    context: Context | None) -> AgentReply:
         from mesh.client import (
             fetch_card,
             http_client,
@@ -259,9 +294,10 @@ class AgentCaller:
 # -- the server -----------------------------------------------------------------------------------
 
 
-def create_bridge(config: MeshConfig, cards: dict[str, AgentCard | None], timeout: float = 300.0) -> MCPServer:
+def create_bridge(config: MeshConfig, cards: dict[str, AgentCard | None], timeout: float = 300.0,
+                  sse_poll_s: float = 0.0) -> MCPServer:
     """The bridge MCPServer for ``config``, its tool descriptions built from ``cards``."""
-    caller = AgentCaller(config, cards, timeout)
+    caller = AgentCaller(config, cards, timeout, sse_poll_s)
     server = MCPServer(
         f"{config.name}-mesh",
         title=f"Mesh {config.name}",
@@ -339,8 +375,8 @@ def _add_graph_tool(server: MCPServer, caller: AgentCaller, graph: str) -> None:
                     annotations=ToolAnnotations(read_only_hint=False, open_world_hint=True))
 
 
-async def build_bridge(config: MeshConfig, timeout: float = 300.0) -> MCPServer:
-    return create_bridge(config, await fetch_cards(config), timeout)
+async def build_bridge(config: MeshConfig, timeout: float = 300.0, sse_poll_s: float = 0.0) -> MCPServer:
+    return create_bridge(config, await fetch_cards(config), timeout, sse_poll_s)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -355,6 +391,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, help="port to listen on with --http")
     parser.add_argument("--token-env", help="with --http: require the bearer token held by this environment variable")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds a send waits for its task (default 300)")
+    parser.add_argument("--sse-poll-s", type=float, default=0.0,
+                        help="with --http: close a running call's SSE stream this often; the client resumes it "
+                             "(Last-Event-ID), so no connection is held for a whole long task (default 0: never)")
     args = parser.parse_args(argv)
     setup_logging()
     from mesh.config import ConfigError
@@ -370,10 +409,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.token_env and not token:
         print(f"mesh.tools.bridge: --token-env {args.token_env}: that variable is not set", file=sys.stderr)
         raise SystemExit(2)
-    server = asyncio.run(build_bridge(config, args.timeout))
-    # SSE answers, so that an agent's progress reaches the client while a send runs.
+    server = asyncio.run(build_bridge(config, args.timeout, args.sse_poll_s))
+    # SSE answers, so that an agent's progress reaches the client while a send runs; resumable,
+    # because a send can outlast a connection.
     run_server(server, what=f"bridge {config.name}", http=args.http, host=args.host, port=args.port, token=token,
-               json_response=False)
+               json_response=False, resumable=True)
 
 
 if __name__ == "__main__":

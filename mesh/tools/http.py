@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# How soon a client whose SSE stream closed should reconnect (the `retry:` of the stream's first event).
+RETRY_INTERVAL_MS = 1000
+
 
 
 
@@ -75,18 +78,22 @@ def transport_security(host: str, public_hosts: Iterable[str] = ()) -> Transport
 
 
 def http_app(server: MCPServer, *, host: str, token: str | None = None, realm: str = "mcp",
-             public_hosts: Iterable[str] = (), max_body_bytes: int = 4 * 1024 * 1024, json_response: bool = True) -> Any:
+             public_hosts: Iterable[str] = (), max_body_bytes: int = 4 * 1024 * 1024, json_response: bool = True,
+             resumable: bool = False) -> Any:
     """The ASGI app of ``server`` over streamable HTTP at /mcp (stateful), with /health, request log, bearer auth and body limit.
 
     With ``json_response`` a request's answer is one JSON body instead of an
     SSE stream: about 1.5 times the calls per second (scripts/bench/mcp.py),
     but nothing can be sent to the client in the middle of a call (progress,
-    log messages), so a server that does that passes False.
+    log messages), so a server that does that passes False. ``resumable``
+    keeps its SSE events (``mesh/tools/events.py``): every event gets an id and
+    a client cut off mid-call resumes with ``GET`` and ``Last-Event-ID``.
     """
     from starlette.requests import Request
     from starlette.responses import JSONResponse
 
     from mesh.serving.middleware import BearerAuth, BodyLimit, RequestLog
+    from mesh.tools.events import MemoryEventStore
     from mesh.telemetry.metrics import METRICS_PATH, metrics_endpoint, request_counter
     from mesh.telemetry.tracing import TraceRequests
 
@@ -102,23 +109,29 @@ def http_app(server: MCPServer, *, host: str, token: str | None = None, realm: s
         max_request_body_size=max_body_bytes,
         host=host,
         json_response=json_response,
+        event_store=MemoryEventStore() if resumable else None,
+        retry_interval=RETRY_INTERVAL_MS if resumable else None,
     )
     app = BodyLimit(app, limit=max_body_bytes)
     if token:
         app = BearerAuth(app, token=token, realm=realm, public_paths=(HEALTH_PATH,))
-    return RequestLog(TraceRequests(app, server=realm), observers=[request_counter(realm)])
+    return RequestLog(TraceRequests(app, server=realm, parented_only=MCP_PATH), observers=[request_counter(realm)])
 
 
 async def serve_http(server: MCPServer, *, what: str, host: str, port: int, token: str | None = None,
                      public_hosts: Iterable[str] = (), max_body_bytes: int = 4 * 1024 * 1024,
-                     graceful_timeout: float = 10.0, json_response: bool = True) -> None:
-    """Serve ``server`` over streamable HTTP with hypercorn (HTTP/1.1 + h2c) until SIGINT/SIGTERM."""
+                     graceful_timeout: float = 10.0, json_response: bool = True, resumable: bool = False,
+                     state_dir: Any = None, telemetry: Any = None) -> None:
+    """Serve ``server`` over streamable HTTP with hypercorn (HTTP/1.1 + h2c) until SIGINT/SIGTERM.
+
+    ``state_dir`` and ``telemetry`` (mesh.yaml's) say where its spans go.
+    """
     from mesh.serving.server import serve_asgi
     from mesh.telemetry.tracing import setup_tracing
 
-    setup_tracing(what)
+    setup_tracing(what, state_dir, telemetry)
     app = http_app(server, host=host, token=token, realm=what, public_hosts=public_hosts,
-                   max_body_bytes=max_body_bytes, json_response=json_response)
+                   max_body_bytes=max_body_bytes, json_response=json_response, resumable=resumable)
     shown = bracketed(host if host not in _WILDCARD_HOSTS else socket.getfqdn())
     log.info("%s: streamable HTTP at http://%s:%d%s (http/1.1 + h2c%s)", what, shown, port, MCP_PATH,
              ", bearer token required" if token else "")

@@ -9,7 +9,7 @@ import logging
 import sys
 from collections.abc import Iterable
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mesh.config import ConfigError, find_config
 from mesh.errors import ToolModuleError
@@ -63,10 +63,21 @@ def run_module(module: ModuleType | str, argv: list[str] | None = None) -> None:
 
 def run_server(server: MCPServer, *, what: str, http: bool, host: str = "127.0.0.1", port: int | None = None,
                token: str | None = None, public_hosts: Iterable[str] = (), max_body_bytes: int = 4 * 1024 * 1024,
-               graceful_timeout: float = 10.0, json_response: bool = True) -> None:
-    """Run ``server`` over stdio, or over HTTP until a signal; exit code 3 when it cannot listen."""
+               graceful_timeout: float = 10.0, json_response: bool = True, resumable: bool = False,
+               state_dir: Any = None, telemetry: Any = None) -> None:
+    """Run ``server`` over stdio, or over HTTP until a signal; exit code 3 when it cannot listen.
+
+    Run from mesh.yaml (``state_dir`` given), it traces: its MCP server spans
+    continue the caller's trace (the ``traceparent`` the mesh's MCP client puts
+    in each request's ``_meta``).
+    """
     if not http:
         from mesh.tools.stdio import run_stdio
+
+        if state_dir is not None:
+            from mesh.telemetry.tracing import setup_tracing
+
+            setup_tracing(what, state_dir, telemetry)
 
         try:
             asyncio.run(run_stdio(server))
@@ -81,7 +92,8 @@ def run_server(server: MCPServer, *, what: str, http: bool, host: str = "127.0.0
     try:
         asyncio.run(serve_http(server, what=what, host=host, port=port, token=token, public_hosts=public_hosts,
                                max_body_bytes=max_body_bytes, graceful_timeout=graceful_timeout,
-                               json_response=json_response))
+                               json_response=json_response, resumable=resumable, state_dir=state_dir,
+                               telemetry=telemetry))
     except ServeError as exc:
         print(str(exc), file=sys.stderr)
         raise SystemExit(3) from None
@@ -116,5 +128,7 @@ def _server_from_args(tool_module: ToolModule, args: argparse.Namespace) -> tupl
         "public_hosts": tool_public_hosts(tool),
         "max_body_bytes": int(config.server.max_body_bytes),
         "graceful_timeout": config.server.graceful_timeout,
+        "state_dir": config.state_dir,
+        "telemetry": config.telemetry,
     }
     return f"tool {name}", tool_module.create_server(settings), serving

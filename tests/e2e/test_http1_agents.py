@@ -102,6 +102,7 @@ def test_a_run_whose_vertices_failed_is_not_a_success(mesh):
     assert result.returncode == 1, result.stdout + result.stderr
     assert "2 errors" in result.stdout
     assert "error: forced:" in result.stderr and "error: gone:" in result.stderr
+    assert "graph broken ended with 2 errors and no outputs; exit status 1" in result.stderr
     data = _result(run_cli("run", "broken", "go", "--json", "-c", str(mesh.config), timeout=120).stdout)
     assert {e["vertex"] for e in data["errors"]} == {"forced", "gone"} and data["outputs"] == {}
 

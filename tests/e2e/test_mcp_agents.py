@@ -4,11 +4,15 @@ and through an Ollama-style model), and the bridge exposing the mesh's agents an
 import functools
 import json
 import re
+import subprocess
 import sys
 
 import anyio
+import httpx
+import httpx2
 import pytest
-from mcp import MCPError
+from mcp import Client, MCPError
+from mcp.client.streamable_http import streamable_http_client
 
 from mesh.config import load_config
 from tests.support.mcp_helpers import (
@@ -20,7 +24,8 @@ from tests.support.mcp_helpers import (
     text_of,
     tool_calling_ollama,
 )
-from tests.support.util import MeshUp, free_ports, write_mesh
+from tests.support.mcp_checks import wait_for_health
+from tests.support.util import MeshUp, free_port, free_ports, write_mesh
 
 
 @pytest.fixture(scope="module")
@@ -264,24 +269,8 @@ async def _state_within(client, task_id: str, wanted: str, seconds: float) -> st
     return state
 
 
-async def test_a_host_timeout_cancels_the_agents_task_whose_id_came_first(mesh):
-    """A host that gives up (read timeout: the client sends notifications/cancelled) has the A2A task cancelled."""
-    async with bridge(mesh) as client:
-        notes = []
-
-        async def progress(progress, total, message):
-            notes.append(message)
-
-        with pytest.raises(MCPError):
-            await client.call_tool("primes_send", {"text": "count primes below 10^11"}, read_timeout_seconds=1.5,
-                                   progress_callback=progress)
-        task_id = _task_id_from(notes)
-        assert "primes_get_task" in notes[0]
-        # Without the CancelTask the sieve runs on for minutes (state working).
-        assert await _state_within(client, task_id, "canceled", 10) == "canceled"
-
-
-async def test_a_cancelled_call_cancels_the_task_and_the_bridge_deadline_leaves_it_running(mesh):
+async def test_a_host_timeout_or_cancel_cancels_the_agents_task_whose_id_came_first(mesh):
+    """A host that gives up (read timeout) or cancels sends notifications/cancelled: the A2A task is cancelled."""
     async with bridge(mesh) as client:
         notes, seen = [], anyio.Event()
 
@@ -289,14 +278,25 @@ async def test_a_cancelled_call_cancels_the_task_and_the_bridge_deadline_leaves_
             notes.append(message)
             seen.set()
 
+        with pytest.raises(MCPError):  # 4 s: long enough for the task's id to come first on a loaded machine
+            await client.call_tool("primes_send", {"text": "count primes below 10^11"}, read_timeout_seconds=4,
+                                   progress_callback=progress)
+        task_id = _task_id_from(notes)
+        assert "primes_get_task" in notes[0]
+        # Without the CancelTask the sieve runs on for minutes (state working).
+        assert await _state_within(client, task_id, "canceled", 10) == "canceled"
+        notes.clear()
+        seen = anyio.Event()
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(functools.partial(client.call_tool, "primes_send", {"text": "count primes below 10^11"},
                                                progress_callback=progress))
             await seen.wait()
-            tasks.cancel_scope.cancel()  # the client sends notifications/cancelled
+            tasks.cancel_scope.cancel()
         assert await _state_within(client, _task_id_from(notes), "canceled", 10) == "canceled"
-    config = mesh.path
-    async with stdio_client(sys.executable, ["-m", "mesh.tools.bridge", "-c", str(config), "--timeout", "1"],
+
+
+async def test_past_the_bridges_own_deadline_the_task_runs_on_and_can_be_cancelled(mesh):
+    async with stdio_client(sys.executable, ["-m", "mesh.tools.bridge", "-c", str(mesh.path), "--timeout", "1"],
                             env=python_env(), cwd="/") as client:
         reply = (await client.call_tool("primes_send", {"text": "count primes below 10^11"})).structured_content
         assert reply["state"] == "working" and "primes_get_task" in reply["message"]
@@ -304,3 +304,90 @@ async def test_a_cancelled_call_cancels_the_task_and_the_bridge_deadline_leaves_
         assert task.structured_content["state"] == "working"
         canceled = (await client.call_tool("primes_cancel_task", {"task_id": reply["task_id"]})).structured_content
         assert canceled["state"] == "canceled"
+
+
+@pytest.fixture(scope="module")
+def bridge_http(mesh):
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "mesh.tools.bridge", "-c", str(mesh.path), "--http", "--port", str(port),
+                                "--sse-poll-s", "1"], env=python_env(), cwd="/", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_health(f"http://127.0.0.1:{port}/health", process)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        process.terminate()
+        try:
+            process.wait(3)
+        except subprocess.TimeoutExpired:  # a resumed stream keeps graceful shutdown waiting: not what is tested
+            process.kill()
+            process.wait(10)
+
+
+def _sse_events(response: httpx.Response):
+    """(event id, JSON-RPC message) for each SSE event of a streamed response, as it arrives."""
+    event_id, data = None, []
+    for line in response.iter_lines():
+        if line.startswith("id:"):
+            event_id = line[3:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+        elif not line:
+            if "".join(data).strip():
+                yield event_id, json.loads("".join(data))
+            event_id, data = None, []
+
+
+def test_a_bridge_call_cut_off_mid_stream_resumes_with_last_event_id(bridge_http):
+    """The conformance suite's resumption: events carry ids; GET with Last-Event-ID replays the rest, result included."""
+    version = "2025-11-25"
+    headers = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": version}
+    with httpx.Client(timeout=60) as http:
+        init = http.post(bridge_http, headers=headers, json={
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+        headers["Mcp-Session-Id"] = init.headers["mcp-session-id"]
+        http.post(bridge_http, headers=headers, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+        call = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                "params": {"name": "primes_send", "arguments": {"text": "count primes below 2*10^8"},
+                           "_meta": {"progressToken": "p"}}}
+        last_id = None
+        with http.stream("POST", bridge_http, headers=headers, json=call) as response:
+            for event_id, message in _sse_events(response):
+                assert event_id, "an event with no id cannot be resumed from"
+                last_id = event_id
+                if message.get("method") == "notifications/progress" and "sieved" in message["params"]["message"]:
+                    break  # the connection drops in the middle of the call
+        reply = None
+        for _ in range(60):  # the bridge closes each stream after a second (--sse-poll-s 1): reconnect from the last id
+            with http.stream("GET", bridge_http, headers={**headers, "Accept": "text/event-stream",
+                                                          "Last-Event-ID": last_id}) as resumed:
+                assert resumed.status_code == 200
+                for event_id, message in _sse_events(resumed):
+                    last_id = event_id or last_id
+                    if message.get("id") == 7:
+                        reply = message
+                        break
+            if reply is not None:
+                break
+    message = reply
+    assert "result" in message, message
+    reply = message["result"]["structuredContent"]
+    assert reply["state"] == "completed"
+    assert {a["name"]: a for a in reply["artifacts"]}["summary"]["data"][0]["primes"] == 11078937
+
+
+async def test_a_long_bridge_call_over_http_polls_the_sse_stream_and_the_mcp_client_resumes_it(bridge_http):
+    """--sse-poll-s: the bridge closes a running call's stream every second; the Python SDK resumes it each time."""
+    resumed = []
+
+    async def count(request):
+        if request.method == "GET" and "last-event-id" in request.headers:
+            resumed.append(request.headers["last-event-id"])
+
+    async with httpx2.AsyncClient(http1=True, http2=False, timeout=httpx2.Timeout(30.0, read=60.0),
+                                  event_hooks={"request": [count]}) as http:
+        async with Client(streamable_http_client(bridge_http, http_client=http), mode="legacy") as client:
+            counted = await client.call_tool("primes_send", {"text": "count primes below 3*10^8"})
+    summary = {a["name"]: a for a in counted.structured_content["artifacts"]}["summary"]
+    assert summary["data"][0]["primes"] == 16252325
+    assert resumed, "the stream was never closed and resumed"

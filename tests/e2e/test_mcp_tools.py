@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import anyio
 import pytest
 
 from mesh.config import load_config
@@ -398,6 +399,65 @@ async def test_bm25_search_by_setting_and_when_the_model_is_absent(mesh, tmp_pat
         result = (await client.call_tool("search", {"query": "rollbacks release"})).structured_content
     assert status["method"] == "bm25" and status["model"] is None
     assert result["method"] == "bm25" and result["results"][0]["path"].endswith("deploy.md")
+
+
+def _manual(part: int) -> str:
+    """A document of four distinct paragraphs of about 100 words each (one chunk apiece)."""
+    topics = ["valves", "pumps", "boilers", "filters"]
+    return "\n\n".join(
+        " ".join(f"Section {part}.{n} explains how the {topics[n]} of unit {part} are inspected, cleaned and logged "
+                 f"by the night crew on rotation {part * 4 + n}." for _ in range(5))
+        for n in range(4))
+
+
+async def test_a_first_search_answers_at_once_while_the_index_is_built_then_follows_changed_files(tmp_path):
+    """Indexing starts with the server; a call that comes first waits wait_s with progress, then gets keyword results;
+    vectors are saved as they come (a process stopped half-way is resumed), and a changed file is re-indexed live."""
+    docs = tmp_path / "manuals"
+    docs.mkdir()
+    for part in range(4):
+        (docs / f"unit{part}.md").write_text(_manual(part))
+    (docs / "wildlife.md").write_text("Penguins nest on the ice shelves of Antarctica and dive for krill.\n")
+    config = load_config(write_mesh(tmp_path, tools={"search": {"module": "mcp_tools.search", "settings": {
+        "documents": [str(docs)], "wait_s": 0.2, "embed_batch": 2, "recheck_s": 0, "save_every_s": 0.001}}}))
+    params = stdio_parameters(config, "search")
+
+    def saved() -> bool:
+        return any(".tmp." not in p.name for p in (tmp_path / "state" / "search").glob("index-*.npz"))
+
+    async with stdio_client(params.command, params.args, env=python_env()) as client:
+        notes = []
+
+        async def progress(progress, total, message):
+            notes.append((progress, total, message))
+
+        first = (await client.call_tool("search", {"query": "penguins krill", "top_k": 1},
+                                        progress_callback=progress)).structured_content
+        # Before: the first call embedded all 17 chunks silently and only then answered.
+        assert first["method"] == "bm25" and "being built" in first["note"]
+        assert first["results"][0]["path"].endswith("wildlife.md")
+        assert notes and notes[0][1] == 17 and "chunks embedded" in notes[0][2]
+        with anyio.fail_after(120):
+            while not saved():  # the first file's vectors are on disk: stop this process half-way
+                await client.call_tool("index_status", {})
+    async with stdio_client(params.command, params.args, env=python_env()) as client:
+        status = None
+        with anyio.fail_after(300):
+            while status is None or status["state"] != "ready":
+                status = (await client.call_tool("index_status", {})).structured_content
+        assert status["chunks"] == 17 and status["documents"] == 5
+        assert status["embedded_now"] < 17  # what the first process saved was not embedded again
+        found = (await client.call_tool("search", {"query": "birds of the southern ice", "top_k": 1})).structured_content
+        assert found["method"] == "semantic" and found["note"] is None and found["results"][0]["path"].endswith("wildlife.md")
+        # A file added while the server runs is indexed (alone) without a restart.
+        (docs / "desert.md").write_text("Camels cross the Sahara carrying salt to the markets of Timbuktu.\n")
+        await client.call_tool("search", {"query": "camels"})
+        with anyio.fail_after(120):
+            while status["documents"] != 6 or status["state"] != "ready":
+                status = (await client.call_tool("index_status", {})).structured_content
+        assert status["embedded_now"] == 1
+        found = (await client.call_tool("search", {"query": "animals that carry loads through sand", "top_k": 1})).structured_content
+        assert found["results"][0]["path"].endswith("desert.md")
 
 
 # -- every module over stdio, and its command line ------------------------------------------------

@@ -293,8 +293,8 @@ async def run_as_child(location: str, run_id: str, log: str) -> None:
     async with open_store(location) as store:
         write = store.record_calls
 
-        async def record_and_tell(rows: Any) -> None:
-            await write(rows)
+        async def record_and_tell(rows: Any, *lease: Any) -> None:
+            await write(rows, *lease)
             for row in rows:
                 print("recorded", row[1], row[2], flush=True)
 

@@ -1,9 +1,12 @@
 """Tracing across the mesh: one `mesh run` gives one trace, exported over OTLP/HTTP, spanning the coordinator and its agents."""
 
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest, ExportTraceServiceResponse
+
+import pytest
 
 from tests.support.util import MeshUp, eventually, free_ports, run_cli, write_mesh
 
@@ -48,34 +51,53 @@ class OtlpReceiver:
         self.server.server_close()
 
 
-def test_one_run_is_one_trace_with_parent_links_intact(tmp_path):
-    ports = free_ports(3)
+@pytest.fixture(scope="module")
+def traced_mesh(tmp_path_factory):
+    """coordinator + a worker + the tool-using assistant with an HTTP calculator and a stdio calculator; spans to a receiver."""
+    tmp_path = tmp_path_factory.mktemp("tracing")
+    ports = free_ports(5)
     receiver = OtlpReceiver(ports[2])
     config = write_mesh(tmp_path, {
         "coordinator": {"module": "agents.coordinator", "port": ports[0]},
         "fast": {"module": WORKER, "port": ports[1], "settings": {"name": "fast", "log": str(tmp_path / "fast.jsonl")}},
-    }, graphs={"pair": {"entry": "a", "vertices": [{"id": "a", "kind": "agent", "agent": "fast"},
+        "assistant": {"module": "agents.tool_user", "port": ports[3], "settings": {"tools": ["calculator"]}},
+        "local": {"module": "agents.tool_user", "port": ports[4], "settings": {"tools": ["calc_stdio"]}},
+    }, tools={"calculator": {"module": "mcp_tools.calculator", "transport": "http", "port": free_ports(1)[0]},
+              "calc_stdio": {"module": "mcp_tools.calculator"}},
+       graphs={"pair": {"entry": "a", "vertices": [{"id": "a", "kind": "agent", "agent": "fast"},
                                                     {"id": "b", "kind": "agent", "agent": "fast"}],
-                        "edges": ["a -> b"]}})
-    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{ports[2]}", "OTEL_BSP_SCHEDULE_DELAY": "100"}
+                        "edges": ["a -> b"]},
+               "calc": {"entry": ["http", "stdio"], "vertices": [{"id": "http", "kind": "agent", "agent": "assistant"},
+                                                                 {"id": "stdio", "kind": "agent", "agent": "local"}]}},
+       # the telemetry: section names the receiver (no OTEL_EXPORTER_OTLP_ENDPOINT) and keeps spans locally too
+       telemetry={"otlp_endpoint": f"http://127.0.0.1:{ports[2]}", "keep_local": True})
     try:
-        with MeshUp(config, env=env) as up:
+        with MeshUp(config, env={"OTEL_BSP_SCHEDULE_DELAY": "100"}) as up:
             up.wait_ready()
-            result = run_cli("run", "pair", "hello", "--json", "-c", str(config), timeout=60)
-            assert result.returncode == 0, result.stderr
-            graph = eventually(lambda: next((s for s in receiver.spans if s["name"] == "graph pair"), None),
-                               timeout=20, what="the graph's span")
-            trace = graph["trace"]
-
-            def whole_trace():
-                spans = [s for s in receiver.spans if s["trace"] == trace]
-                services = {s["service"] for s in spans}
-                roots = [s for s in spans if not s["parent"]]
-                return spans if services == {"coordinator", "fast"} and roots and len(spans) >= 7 else None
-
-            spans = eventually(whole_trace, timeout=20, what="the coordinator's and the worker's spans of the run")
+            yield config, receiver
     finally:
         receiver.close()
+
+
+def one_trace(receiver, root_name, services, least):
+    graph = eventually(lambda: next((s for s in receiver.spans if s["name"] == root_name), None),
+                       timeout=20, what=f"the span {root_name}")
+    trace = graph["trace"]
+
+    def whole_trace():
+        spans = [s for s in receiver.spans if s["trace"] == trace]
+        have = {s["service"] for s in spans}
+        roots = [s for s in spans if not s["parent"]]
+        return spans if services <= have and roots and len(spans) >= least else None
+
+    return eventually(whole_trace, timeout=20, what=f"the spans of {sorted(services)} in the trace")
+
+
+def test_one_run_is_one_trace_with_parent_links_intact(traced_mesh):
+    config, receiver = traced_mesh
+    result = run_cli("run", "pair", "hello", "--json", "-c", str(config), timeout=60)
+    assert result.returncode == 0, result.stderr
+    spans = one_trace(receiver, "graph pair", {"coordinator", "fast"}, 7)
     ids = {s["id"] for s in spans}
     by_id = {s["id"]: s for s in spans}
     roots = [s for s in spans if not s["parent"]]
@@ -94,3 +116,44 @@ def test_one_run_is_one_trace_with_parent_links_intact(tmp_path):
         assert by_id[vertex["parent"]]["name"] == "graph pair"
     # no other run leaked into this trace
     assert len({s["trace"] for s in receiver.spans if s["name"] == "graph pair"}) == 1
+
+
+def test_a_run_trace_covers_the_mcp_tools_over_http_and_stdio(traced_mesh):
+    config, receiver = traced_mesh
+    result = run_cli("run", "calc", "what is 6*7?", "--json", "-c", str(config), timeout=60)
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert "42" in result.stdout
+    spans = one_trace(receiver, "graph calc", {"coordinator", "assistant", "local", "tool calculator", "tool calc_stdio"}, 12)
+    by_id = {s["id"]: s for s in spans}
+    roots = [s for s in spans if not s["parent"]]
+    assert len(roots) == 1 and roots[0]["service"] == "coordinator"
+    assert all(s["parent"] in by_id for s in spans if s["parent"]), "a span's parent is missing from the trace"
+
+    def ancestors(span):
+        names = []
+        while span["parent"]:
+            span = by_id[span["parent"]]
+            names.append((span["service"], span["name"]))
+        return names
+
+    for tool, agent in (("tool calculator", "assistant"), ("tool calc_stdio", "local")):
+        # the tool server's span of the call: child of the agent's MCP client span, under its `tool ...` span,
+        # under the agent's server span, under the coordinator's vertex and graph spans
+        served = [s for s in spans if s["service"] == tool and s["name"].startswith("tools/call")]
+        assert len(served) == 1, [(s["service"], s["name"]) for s in spans]
+        chain = ancestors(served[0])
+        assert chain[0][0] == agent and chain[0][1].startswith("MCP send tools/call"), chain
+        assert any(service == agent and name.startswith("tool ") for service, name in chain), chain
+        assert any(service == agent and "SendMessage" in name or "SendStreamingMessage" in name for service, name in chain), chain
+        assert chain[-1][0] == "coordinator" and ("coordinator", "graph calc") in chain, chain
+    # the tool server starts no trace of its own for the HTTP requests that carry those MCP messages
+    # (its HTTP spans are named "tool calculator ..."; the MCP SDK's spans of messages sent outside any trace,
+    # initialize and notifications, are roots named by their method: not ours to change)
+    assert not [s for s in receiver.spans if s["service"] == "tool calculator" and not s["parent"]
+                and s["name"].startswith("tool calculator ")]
+    # every span also kept locally (telemetry.keep_local), where the console reads them
+    local = config.parent / "state" / "traces"
+    kept = {json.loads(line)["span_id"] for f in local.glob("*.jsonl") for line in f.read_text().splitlines()}
+    assert {s["id"] for s in spans if s["service"] != "tool calc_stdio"} <= kept or eventually(
+        lambda: {s["id"] for s in spans} <= {json.loads(line)["span_id"] for f in local.glob("*.jsonl")
+                                            for line in f.read_text().splitlines()}, timeout=10)

@@ -52,6 +52,16 @@ def call(name: str, arguments: Any, *more: tuple[str, Any], prompt_tokens: int =
             "tool_calls": [{"name": n, "arguments": a} for n, a in calls]}
 
 
+def break_off(text: str, message: str) -> dict:
+    """The model starts answering ``text``, then the server reports an error inside the stream (as vLLM and Ollama do)."""
+    return {**say(text), "error_mid_stream": message}
+
+
+def garbled(body: str) -> dict:
+    """The server answers 200 with ``body`` as its event stream (a proxy's page, a server of another protocol)."""
+    return {"garbled": body}
+
+
 def fail(status: int, message: str, retry_after: float | None = None, code: str | None = None) -> dict:
     return {"fail": status, "message": message, "retry_after": retry_after, "code": code}
 
@@ -111,6 +121,8 @@ class FakeOpenAI(_FakeServer):
         if step is HANG:
             await self._release.wait()
             return self._error(500, "released", "server_error", None)
+        if "garbled" in step:
+            return Response(step["garbled"], media_type="text/event-stream")
         if "fail" in step:
             headers = {"retry-after": f"{step['retry_after']:g}"} if step["retry_after"] is not None else None
             kind = "invalid_request_error" if step["fail"] < 500 else "server_error"
@@ -142,6 +154,10 @@ class FakeOpenAI(_FakeServer):
                 if step.get("delay"):
                     await asyncio.sleep(step["delay"])
                 yield chunk({"content": piece})
+            if step.get("error_mid_stream"):  # an error event, then the stream ends (OpenAI's and vLLM's shape)
+                error = {"message": step["error_mid_stream"], "type": "server_error", "param": None, "code": None}
+                yield f"data: {json.dumps({'error': error})}\n\n"
+                return
             for c in calls:  # the name first, then the arguments in two pieces, as servers stream them
                 arguments = c["function"]["arguments"]
                 half = len(arguments) // 2
@@ -207,6 +223,9 @@ class FakeOllama(_FakeServer):
                     await asyncio.sleep(step["delay"])
                 yield json.dumps({"model": model, "created_at": now, "message": {"role": "assistant", "content": piece},
                                   "done": False}) + "\n"
+            if step.get("error_mid_stream"):  # Ollama reports a failure mid-stream as one {"error": ...} line
+                yield json.dumps({"error": step["error_mid_stream"]}) + "\n"
+                return
             if calls:
                 yield json.dumps({"model": model, "created_at": now, "message": {
                     "role": "assistant", "content": "", "tool_calls": calls}, "done": False}) + "\n"

@@ -15,7 +15,9 @@ Tables (the same in both backends):
   the superstep's event summary, and the records of the calls that the
   barrier found not yet written (``calls``, a JSON array);
 - ``pregel_calls``: the records of the calls written while others of their
-  superstep were still running.
+  superstep were still running;
+- ``pregel_leases`` (PostgreSQL only): which coordinator owns a running run,
+  until when, and the epoch of its takeover (see ``mesh.pregel.lease``).
 
 A call record is a finished call attempt, keyed by (run id, superstep,
 vertex id, attempt), with ``seq`` (the order in which calls finished) and
@@ -55,6 +57,8 @@ from mesh.pregel.checkpoint.records import (
     CallRow,
     Checkpoint,
     CheckpointStore,
+    Lease,
+    LeaseLost,
     NewRun,
     RunInfo,
     SavedRun,
@@ -63,7 +67,7 @@ from mesh.pregel.checkpoint.records import (
 from mesh.pregel.checkpoint.sqlite import SQLiteStore
 
 __all__ = [
-    "CallRecord", "CallRecorder", "CallRow", "Checkpoint", "CheckpointStore", "NewRun", "PostgresStore",
+    "CallRecord", "CallRecorder", "CallRow", "Checkpoint", "CheckpointStore", "Lease", "LeaseLost", "NewRun", "PostgresStore",
     "RunInfo", "SQLiteStore", "SavedRun", "StoreError", "open_store",
 ]
 

@@ -14,6 +14,8 @@ from mesh.pregel.checkpoint.records import (
     CallRow,
     Checkpoint,
     CheckpointStore,
+    Lease,
+    LeaseLost,
     NewRun,
     RunInfo,
     SavedRun,
@@ -65,6 +67,30 @@ CREATE TABLE IF NOT EXISTS pregel_calls (
     latency_us BIGINT NOT NULL,
     PRIMARY KEY (run_id, superstep, vertex_id, attempt)
 );
+CREATE TABLE IF NOT EXISTS pregel_leases (
+    run_id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    epoch BIGINT NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL
+);
+"""
+
+# The database's clock decides expiry, so coordinators on hosts whose clocks differ agree on it.
+_NOW = "extract(epoch FROM clock_timestamp())"
+# Take a lease nobody holds, or one that expired: a single conditional write, so two coordinators
+# taking over one run at once cannot both win (the loser's WHERE sees the winner's row).
+_ACQUIRE = f"""
+INSERT INTO pregel_leases VALUES ($1, $2, 1, {_NOW} + $3)
+ON CONFLICT (run_id) DO UPDATE SET owner = excluded.owner, epoch = pregel_leases.epoch + 1, expires_at = excluded.expires_at
+WHERE pregel_leases.expires_at < {_NOW}
+RETURNING epoch
+"""
+# Renewing checks owner and epoch (the fencing token), not expiry: a lease that expired but that
+# nobody took over is still this owner's, and a takeover bumped the epoch.
+_RENEW = f"UPDATE pregel_leases SET expires_at = {_NOW} + $4 WHERE run_id = $1 AND owner = $2 AND epoch = $3 RETURNING epoch"
+_ORPHANS = f"""
+SELECT r.run_id FROM pregel_runs r LEFT JOIN pregel_leases l ON l.run_id = r.run_id
+WHERE r.status = 'running' AND (l.run_id IS NULL OR l.expires_at < {_NOW})
 """
 
 _PG_INSERT_CALL = (
@@ -129,12 +155,16 @@ class PostgresStore(CheckpointStore):
                 raise StoreError(f"run {run.run_id!r} exists") from None
         self._stored_graphs.add(run.graph_digest)
 
-    async def record_calls(self, records: Sequence[CallRow]) -> None:
+    async def record_calls(self, records: Sequence[CallRow], lease: Lease | None = None) -> None:
         async with self._require_pool().acquire() as connection, connection.transaction():
+            await _fence(connection, lease)
             await connection.executemany(_PG_INSERT_CALL, records)
 
     async def checkpoint(self, cp: Checkpoint) -> None:
         async with self._require_pool().acquire() as connection, connection.transaction():
+            # The lease row stays locked until the commit, so a takeover waits for this checkpoint
+            # and then sees the renewed expiry: a superstep is committed by one owner only.
+            await _fence(connection, cp.lease)
             if cp.topology is not None:
                 await connection.execute(
                     "INSERT INTO pregel_topologies VALUES ($1, $2, $3)"
@@ -151,14 +181,33 @@ class PostgresStore(CheckpointStore):
                     "UPDATE pregel_runs SET status = $1, result = $2, updated_at = $3 WHERE run_id = $4",
                     *cp.finished, time.time(), cp.run_id,
                 )
+                await connection.execute("DELETE FROM pregel_leases WHERE run_id = $1", cp.run_id)
 
-    async def finish_run(self, run_id: str, status: str, result: str | None, error: str | None = None) -> None:
+    async def finish_run(
+        self, run_id: str, status: str, result: str | None, error: str | None = None, lease: Lease | None = None
+    ) -> None:
         if status not in RUN_STATUSES[1:]:
             raise StoreError(f"a run finishes as done, failed or cancelled, not {status!r}")
-        await self._require_pool().execute(
-            "UPDATE pregel_runs SET status = $1, result = $2, error = $3, updated_at = $4 WHERE run_id = $5",
-            status, result, error, time.time(), run_id,
-        )
+        async with self._require_pool().acquire() as connection, connection.transaction():
+            await _fence(connection, lease)
+            await connection.execute(
+                "UPDATE pregel_runs SET status = $1, result = $2, error = $3, updated_at = $4 WHERE run_id = $5",
+                status, result, error, time.time(), run_id,
+            )
+            await connection.execute("DELETE FROM pregel_leases WHERE run_id = $1", run_id)
+
+    async def acquire_lease(self, run_id: str, owner: str, seconds: float) -> Lease | None:
+        epoch = await self._require_pool().fetchval(_ACQUIRE, run_id, owner, seconds)
+        return None if epoch is None else Lease(run_id, owner, epoch, seconds)
+
+    async def renew_lease(self, lease: Lease) -> bool:
+        return await self._require_pool().fetchval(_RENEW, lease.run_id, lease.owner, lease.epoch, lease.seconds) is not None
+
+    async def orphaned_runs(self, graph_digest: str | None = None) -> list[str]:
+        query, params = _ORPHANS, ()
+        if graph_digest is not None:
+            query, params = query + " AND r.graph_digest = $1", (graph_digest,)
+        return [row[0] for row in await self._require_pool().fetch(query + " ORDER BY r.created_at", *params)]
 
     async def get_run(self, run_id: str) -> RunInfo | None:
         row = await self._require_pool().fetchrow(_pg(_RUN_INFO_QUERY + " WHERE r.run_id = ?"), run_id)
@@ -195,3 +244,9 @@ class PostgresStore(CheckpointStore):
             [(step["superstep"], step["state"], step["event"]) for step in supersteps],
             _merge_calls(run_id, [tuple(call) for call in calls], [(step["superstep"], step["calls"]) for step in supersteps]),
         )
+
+
+async def _fence(connection: Any, lease: Lease | None) -> None:
+    """Renew ``lease`` inside the caller's transaction, or raise ``LeaseLost`` (and so roll the write back)."""
+    if lease is not None and await connection.fetchval(_RENEW, lease.run_id, lease.owner, lease.epoch, lease.seconds) is None:
+        raise LeaseLost(f"run {lease.run_id!r}: {lease.owner} lost its lease (epoch {lease.epoch}) to another coordinator")

@@ -50,6 +50,7 @@ class Checkpoint:
     topology: str | None = None  # the new snapshot, when the barrier changed the topology
     records: Sequence[CallRow] = ()
     finished: tuple[str, str | None] | None = None  # (status, result JSON) when this barrier ends the run
+    lease: Lease | None = None  # the checkpoint commits only while this lease holds (and renews it)
 
 
 @dataclass(slots=True)
@@ -80,6 +81,20 @@ class StoreError(RuntimeError):
     pass
 
 
+class LeaseLost(StoreError):
+    """Another coordinator holds the run's lease now: this one must not write (or run) anything more of it."""
+
+
+@dataclass(slots=True, frozen=True)
+class Lease:
+    """A coordinator's hold on a run: who, which takeover (``epoch``, fencing stale owners) and for how long."""
+
+    run_id: str
+    owner: str
+    epoch: int
+    seconds: float
+
+
 class CheckpointStore(abc.ABC):
     """The small interface both backends implement; every write is one transaction."""
 
@@ -101,13 +116,15 @@ class CheckpointStore(abc.ABC):
     async def create_run(self, run: NewRun) -> None: ...
 
     @abc.abstractmethod
-    async def record_calls(self, records: Sequence[CallRow]) -> None: ...
+    async def record_calls(self, records: Sequence[CallRow], lease: Lease | None = None) -> None: ...
 
     @abc.abstractmethod
     async def checkpoint(self, checkpoint: Checkpoint) -> None: ...
 
     @abc.abstractmethod
-    async def finish_run(self, run_id: str, status: str, result: str | None, error: str | None = None) -> None: ...
+    async def finish_run(
+        self, run_id: str, status: str, result: str | None, error: str | None = None, lease: Lease | None = None
+    ) -> None: ...
 
     @abc.abstractmethod
     async def get_run(self, run_id: str) -> RunInfo | None: ...
@@ -123,11 +140,26 @@ class CheckpointStore(abc.ABC):
     @abc.abstractmethod
     async def load_run(self, run_id: str) -> SavedRun | None: ...
 
+    # Leases (see mesh.pregel.lease); only a store shared by several hosts needs them.
+
+    async def acquire_lease(self, run_id: str, owner: str, seconds: float) -> Lease | None:
+        """Take the run's lease if nobody holds it or it expired (one atomic conditional write); None if held."""
+        raise StoreError(f"{type(self).__name__} has no leases: use PostgreSQL for coordinators on several hosts")
+
+    async def renew_lease(self, lease: Lease) -> bool:
+        """Extend a lease still held (same owner and epoch); False if another coordinator took it."""
+        raise StoreError(f"{type(self).__name__} has no leases")
+
+    async def orphaned_runs(self, graph_digest: str | None = None) -> list[str]:
+        """Runs still ``running`` whose lease expired (their coordinator died or stalled)."""
+        raise StoreError(f"{type(self).__name__} has no leases")
+
 class CallRecorder:
     """Group commit of call records: batches the calls that finish together; the barrier takes the rest."""
 
-    def __init__(self, store: CheckpointStore):
+    def __init__(self, store: CheckpointStore, lease: Lease | None = None):
         self.store = store
+        self.lease = lease
         self._buffer: list[CallRow] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -144,7 +176,7 @@ class CallRecorder:
             await asyncio.sleep(0)
             while self._buffer:
                 batch, self._buffer = self._buffer, []
-                await self.store.record_calls(batch)
+                await self.store.record_calls(batch, self.lease)
         finally:
             self._writer = None
 
@@ -170,7 +202,7 @@ class CallRecorder:
         """Write what is left (on cancel or failure) so finished calls stay recorded."""
         rest = await self.take_rest()
         if rest:
-            await self.store.record_calls(rest)
+            await self.store.record_calls(rest, self.lease)
 
 
 def embed_records(rows: Sequence[CallRow]) -> str:

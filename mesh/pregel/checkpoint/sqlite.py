@@ -18,6 +18,7 @@ from mesh.pregel.checkpoint.records import (
     CallRow,
     Checkpoint,
     CheckpointStore,
+    Lease,
     NewRun,
     RunInfo,
     SavedRun,
@@ -184,7 +185,7 @@ class SQLiteStore(CheckpointStore):
         except sqlite3.IntegrityError:
             raise StoreError(f"run {run.run_id!r} exists") from None
 
-    async def record_calls(self, records: Sequence[CallRow]) -> None:
+    async def record_calls(self, records: Sequence[CallRow], lease: Lease | None = None) -> None:
         await self._run(self._transaction, lambda connection: connection.executemany(_INSERT_CALL, records))
 
     async def checkpoint(self, checkpoint: Checkpoint) -> None:
@@ -218,7 +219,9 @@ class SQLiteStore(CheckpointStore):
                 (*cp.finished, time.time(), cp.run_id),
             )
 
-    async def finish_run(self, run_id: str, status: str, result: str | None, error: str | None = None) -> None:
+    async def finish_run(
+        self, run_id: str, status: str, result: str | None, error: str | None = None, lease: Lease | None = None
+    ) -> None:
         if status not in RUN_STATUSES[1:]:
             raise StoreError(f"a run finishes as done, failed or cancelled, not {status!r}")
         await self._run(

@@ -7,6 +7,7 @@ did not call a finished vertex again.
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 from a2a.helpers import get_data_parts, get_message_text, new_text_part
@@ -23,6 +24,9 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = "worker"
     delay_s: float = 0.0
+    delays: dict[str, float] = {}  # per graph vertex id: how long its calls take instead of delay_s
+    hold: list[str] = []  # vertices whose calls wait until the file RELEASE_DIR/RUN exists (the test says when)
+    release_dir: str | None = None
     fail_first: int = 0  # fail this many calls of each vertex before answering
     log: str | None = None
     control: bool = False  # answer with a pregel control part echoing data {"pregel": ...} sent to it
@@ -43,7 +47,8 @@ class Worker(TaskAgent):
         meta = dict(meta) if meta else {}
         text = get_message_text(request.message)
         entry = {"agent": self.settings.name, "vertex": meta.get("vertex"), "superstep": meta.get("superstep"),
-                 "attempt": meta.get("attempt"), "run": meta.get("run"), "text": text}
+                 "attempt": meta.get("attempt"), "run": meta.get("run"), "text": text, "pid": os.getpid(),
+                 "task": request.task_id}
         self._log({**entry, "outcome": "started"})
         earlier = 0
         if self.settings.fail_first and self.settings.log and Path(self.settings.log).exists():
@@ -51,7 +56,10 @@ class Worker(TaskAgent):
             earlier = sum(1 for e in lines if e["vertex"] == entry["vertex"] and e["run"] == entry["run"]
                           and e["outcome"] == "failed")
         try:
-            await asyncio.sleep(self.settings.delay_s)
+            await asyncio.sleep(self.settings.delays.get(entry["vertex"], self.settings.delay_s))
+            if entry["vertex"] in self.settings.hold and self.settings.release_dir:
+                while not (Path(self.settings.release_dir) / str(entry["run"])).exists():
+                    await asyncio.sleep(0.05)
         except asyncio.CancelledError:
             self._log({**entry, "outcome": "cancelled"})
             raise

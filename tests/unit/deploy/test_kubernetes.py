@@ -135,12 +135,16 @@ def test_a_secret_written_as_a_literal_is_refused(tmp_path: Path, literal: str, 
     assert not (tmp_path / "k8s").exists()
 
 
-def test_sqlite_state_and_a_replicated_coordinator_are_refused(tmp_path: Path) -> None:
+def test_sqlite_state_is_refused_and_a_replicated_coordinator_is_not(tmp_path: Path) -> None:
     text = ("name: x\nstate: {database: 'sqlite:///x.db'}\nagents:\n"
             "  coordinator: {module: agents.coordinator, port: 9104, replicas: 2}\n")
     with pytest.raises(ConfigError) as caught:
         generate(write_mesh(tmp_path, text))
-    assert "PostgreSQL" in str(caught.value) and "one replica" in str(caught.value)
+    assert "PostgreSQL" in str(caught.value) and "replicas" not in str(caught.value)
+    # on PostgreSQL, coordinators share runs through leases: two replicas are fine
+    out = tmp_path / "k8s"
+    generate(write_mesh(tmp_path, text.replace("state: {database: 'sqlite:///x.db'}\n", ""))).write(out)
+    assert "replicas: 2" in (out / "agent-coordinator.yaml").read_text()
 
 
 def test_strict_validation_can_fail(tmp_path: Path) -> None:

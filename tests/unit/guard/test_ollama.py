@@ -118,6 +118,6 @@ async def test_auto_treats_garbage_as_an_error_not_a_fallback():
     async with FakeOllama() as ollama:
         ollama.replies = [GARBAGE]
         inner = create_classifier(Settings(backend="auto", ollama_host=ollama.url, timeout_s=5, injection=False))
-        assert isinstance(inner.inner, AutoClassifier)
+        assert isinstance(inner.inner.inner, AutoClassifier)
         with pytest.raises(GuardError):
             await inner.classify(as_turns("hello"))

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from mesh.llm.providers import ModelError, ModelSettings, make_provider
-from tests.support.fake_models import HANG, FakeOllama, FakeOpenAI, call, fail, say
+from tests.support.fake_models import HANG, FakeOllama, FakeOpenAI, break_off, call, fail, garbled, say
 from tests.support.util import free_port
 
 TOOLS = [{"type": "function", "function": {"name": "calc__calculate", "description": "arithmetic",
@@ -133,3 +133,25 @@ async def test_reported_cost_and_configured_prices():
         assert (await provider("openai", server.url).chat([{"role": "user", "content": "x"}], [])).cost == pytest.approx(0.0012)
         priced = provider("openai", server.url, price_in=2.0, price_out=10.0)
         assert (await priced.chat([{"role": "user", "content": "x"}], [])).cost == pytest.approx((1000 * 2 + 500 * 10) / 1e6)
+
+
+async def test_an_error_inside_the_stream_fails_the_round_trip_naming_the_model(server):
+    server.script = [break_off("The answer is", "CUDA out of memory")]
+    pieces = []
+
+    async def sink(piece):
+        pieces.append(piece)
+
+    with pytest.raises(ModelError) as raised:
+        await provider(server.kind, server.url).chat([{"role": "user", "content": "x"}], [], sink)
+    text = str(raised.value)
+    assert "reported an error mid-answer: CUDA out of memory" in text and server.kind in text and "fake-model" in text
+    assert "".join(pieces) == "The answer is"  # what streamed before the error did reach the sink
+    assert len(server.requests) == 1  # not retried: part of the answer already went out
+
+
+async def test_a_stream_that_is_not_chat_completion_chunks_fails_saying_so():
+    async with FakeOpenAI() as server:
+        server.script = [garbled("data: <html>Bad gateway</html>\n\n")]
+        with pytest.raises(ModelError, match="not an OpenAI chat completion chunk.*OpenAI-compatible /v1 endpoint"):
+            await provider("openai", server.url, retries=0).chat([{"role": "user", "content": "x"}], [])

@@ -107,3 +107,26 @@ async def test_cache_is_bounded(tmp_path):
         assert (await reader.get(f"t{i}", ANYONE)).artifacts[0].parts[0].text == f"p{i}"
     assert (await store.get("t0", ANYONE)).artifacts[0].parts[0].text == "p0"  # read back from the file
     await store.close()
+
+
+async def test_in_context_gives_a_contexts_latest_tasks_with_unwritten_progress_and_only_the_owners(tmp_path):
+    path = tmp_path / "t.sqlite"
+    store = await fresh(path)
+    alice = ServerCallContext(user=Named("alice"))
+    for n in range(4):
+        await store.save(task(f"c{n}", TaskState.TASK_STATE_COMPLETED, f"answer {n}"), alice)
+    other = task("x", TaskState.TASK_STATE_COMPLETED, "elsewhere")
+    other.context_id = "other"
+    await store.save(other, alice)
+    await store.save(task("bob", TaskState.TASK_STATE_COMPLETED, "bob's"), ServerCallContext(user=Named("bob")))
+    await store.save(task("c4", TaskState.TASK_STATE_SUBMITTED), alice)
+    await store.save(task("c4", TaskState.TASK_STATE_WORKING, "half"), alice)  # coalesced: not on disk yet
+
+    latest = await store.in_context("ctx", alice, 3)
+    assert [t.id for t in latest] == ["c4", "c3", "c2"]
+    assert latest[0].artifacts[0].parts[0].text == "half"  # the cached progress, not the row
+    everything = await (await fresh(path)).in_context("ctx", alice, 10)  # another process reads the rows
+    assert sorted(t.id for t in everything) == ["c0", "c1", "c2", "c3", "c4"]
+    assert {t.id: t.artifacts[0].parts[0].text for t in everything if t.artifacts}["c1"] == "answer 1"
+    assert await store.in_context("ctx", ServerCallContext(user=Named("carol")), 10) == []
+    await store.close()
