@@ -185,7 +185,8 @@ def test_a_copy_of_mesh_yaml_elsewhere_names_the_folder_its_paths_are_taken_from
 def test_modules_are_found_where_mesh_was_started_with_no_pythonpath(tmp_path):
     # the TCK agent of tests/support, named by a mesh.yaml in another folder, from a checkout: like `python -m`
     (tmp_path / "mesh.yaml").write_text("name: t\nagents:\n  tck: {module: tests.support.agents.tck, port: 1}\n")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # a fresh shell: no PYTHONPATH, and no MESH_START_DIR (main() run in this process by other tests sets it)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MESH_START_DIR")}
     found = subprocess.run([str(VENV_BIN / "mesh"), "check", "-c", str(tmp_path / "mesh.yaml")],
                            capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
     assert found.returncode == 0, found.stdout + found.stderr
