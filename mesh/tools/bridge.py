@@ -256,21 +256,15 @@ class AgentCaller:
                           state="completed", message=parts_text(reply_message.parts) or None, artifacts=[])
 
     async def get_task(self, name: str, task_id: str) -> AgentReply:
-        from mesh.client import fetch_card, http_client, open_client
-
-        agent = self.config.agent(name)
-        url = self.config.url_of(name)
-        try:
-            async with http_client(self.config.token_of(agent), timeout=self.timeout, h2c=self.config.h2c_of(name)) as http:
-                card = self.cards.get(name) or await fetch_card(http, url)
-                client = await open_client(http, card, streaming=False)
-                return reply_from_task(name, await client.get_task(GetTaskRequest(id=task_id)))
-        except Exception as exc:
-            raise ToolError(self._reason(name, url, exc)) from None
+        return await self._task_call(name, lambda client: client.get_task(GetTaskRequest(id=task_id)))
 
     async def cancel_task(self, name: str, task_id: str) -> AgentReply:
         from a2a.types import CancelTaskRequest
 
+        return await self._task_call(name, lambda client: client.cancel_task(CancelTaskRequest(id=task_id)))
+
+    async def _task_call(self, name: str, call) -> AgentReply:
+        """One non-streaming call about a task of agent ``name`` (get, cancel), its task as the reply."""
         from mesh.client import fetch_card, http_client, open_client
 
         agent = self.config.agent(name)
@@ -279,7 +273,7 @@ class AgentCaller:
             async with http_client(self.config.token_of(agent), timeout=self.timeout, h2c=self.config.h2c_of(name)) as http:
                 card = self.cards.get(name) or await fetch_card(http, url)
                 client = await open_client(http, card, streaming=False)
-                return reply_from_task(name, await client.cancel_task(CancelTaskRequest(id=task_id)))
+                return reply_from_task(name, await call(client))
         except Exception as exc:
             raise ToolError(self._reason(name, url, exc)) from None
 

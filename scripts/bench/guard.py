@@ -23,7 +23,6 @@ import asyncio
 import os
 import statistics
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -91,62 +90,11 @@ async def cached_and_concurrent(classifier: EmbeddedClassifier, texts: list[str]
     print(f"classify(), 32 in flight: fresh texts {fresh:.0f}/s, repeated texts (memo) {again:.0f}/s ({load_average()})")
 
 
-async def throughput(requests: int, concurrency: int) -> None:
-    import yaml
+def throughput(requests: int, concurrency: int) -> None:
+    """`message/send` with the guard on and off, side by side: guard_throughput.py's measurement, one round."""
+    from guard_throughput import measure, report  # scripts/bench/ is this script's folder
 
-    from mesh.client import (
-        fetch_card,
-        http_client,
-        open_client,
-        send_request,
-        user_message,
-    )
-    from tests.support.util import MeshUp, free_ports  # the same process runner the tests use
-
-    ports = free_ports(5)
-    names = ("guard", "echo-off", "echo-on", "reply-off", "reply-on")
-    with tempfile.TemporaryDirectory() as directory:
-        config = Path(directory) / "mesh.yaml"
-        reply = {"module": "tests.support.guard_agents", "settings": {"prefix": "Here is what you asked about: "}}
-        config.write_text(yaml.safe_dump({
-            "name": "bench", "state": {"dir": str(Path(directory) / "state")},
-            "agents": {
-                "guard": {"module": "agents.guard", "port": ports[0], "settings": {"backend": "embedded"}},
-                "echo-off": {"module": "agents.echo", "port": ports[1], "guard": {"enabled": False}},
-                "echo-on": {"module": "agents.echo", "port": ports[2]},
-                "reply-off": {**reply, "port": ports[3], "guard": {"enabled": False}},
-                "reply-on": {**reply, "port": ports[4]},
-            },
-            "guard": {"agent": "guard", "check": ["input", "output"]},
-        }, sort_keys=False))
-        with MeshUp(config) as up:
-            up.wait_ready(timeout=300)
-            results = {}
-            for name, port in zip(names[1:], ports[1:]):
-                async with http_client() as http:
-                    client = await open_client(http, await fetch_card(http, f"http://127.0.0.1:{port}"), streaming=False)
-                    counter = iter(range(requests))
-
-                    async def worker() -> None:
-                        for i in counter:  # unique texts: no verdict cache can help
-                            text = f"Question {i} from {name}: what is a good way to learn {i % 97} new words a day?"
-                            async for _ in client.send_message(send_request(user_message(text))):
-                                pass
-
-                    for _ in range(min(concurrency, 8)):  # warm up connections and the guard
-                        async for _ in client.send_message(send_request(user_message(f"warm up {name}"))):
-                            pass
-                    started = time.perf_counter()
-                    await asyncio.gather(*(worker() for _ in range(concurrency)))
-                    results[name] = requests / (time.perf_counter() - started)
-                    print(f"  {name}: {results[name]:.0f}/s ({load_average()})", flush=True)
-            up.stop()
-    print(f"\n== message/send throughput ({requests} unique messages each, {concurrency} concurrent, HTTP/2, "
-          "input + output checked by the embedded guard)")
-    print(f"echo agent (output = input):        guard off {results['echo-off']:.0f}/s, on {results['echo-on']:.0f}/s, "
-          f"ratio on/off {results['echo-on'] / results['echo-off']:.2f}")
-    print(f"reply agent (output differs):       guard off {results['reply-off']:.0f}/s, on {results['reply-on']:.0f}/s, "
-          f"ratio on/off {results['reply-on'] / results['reply-off']:.2f}")
+    report(measure(requests, concurrency, rounds=1), requests, concurrency, rounds=1)
 
 
 def main() -> int:
@@ -161,7 +109,7 @@ def main() -> int:
     args = parser.parse_args()
     print(f"machine: {load_average()}")
     if args.only_throughput:
-        asyncio.run(throughput(args.requests, args.concurrency))
+        throughput(args.requests, args.concurrency)
         return 0
     from agents.guard.fit import install
 
@@ -190,7 +138,7 @@ def main() -> int:
           f"{scores.get('windows_total')} windows read, verdict {codes or 'safe'}")
     del texts
     if not args.skip_throughput:
-        asyncio.run(throughput(args.requests, args.concurrency))
+        throughput(args.requests, args.concurrency)
     return 0
 
 

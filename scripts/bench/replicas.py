@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,28 +41,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from mesh.pregel import Engine, GraphSpec, open_store  # noqa: E402
+from tests.support.util import consecutive_ports  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_ports(count: int) -> int:
-    for _ in range(100):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        try:
-            sockets = []
-            for port in range(base, base + count):
-                s = socket.socket()
-                sockets.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
-    raise RuntimeError("no free ports")
 
 
 def start_postgres(directory: Path) -> tuple[str, list[str]]:
@@ -72,7 +52,7 @@ def start_postgres(directory: Path) -> tuple[str, list[str]]:
     run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     if run_as:
         shutil.chown(directory, "postgres", "postgres")
-    port = free_ports(1)
+    port = consecutive_ports(1)
     subprocess.run([*run_as, initdb, "-D", str(directory / "db"), "-A", "trust", "-U", "mesh", "--no-sync"],
                    check=True, capture_output=True)
     options = f"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c max_connections=300"
@@ -124,7 +104,7 @@ async def drive(urls: list[str], seconds: float, concurrency: int) -> tuple[int,
 
 
 def bench_replicas(database: str, count: int, seconds: float, concurrency: int, directory: Path) -> dict:
-    port = free_ports(count)
+    port = consecutive_ports(count)
     config = directory / f"mesh-{count}.yaml"
     config.write_text(yaml.safe_dump({
         "name": f"bench{count}", "state": {"dir": str(directory / f"state{count}"), "database": database},
