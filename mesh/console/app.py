@@ -287,10 +287,14 @@ def create_app(config: MeshConfig, processes: Callable[[], dict[str, dict[str, A
         finally:
             await console.aclose()
 
-    middleware = []
+    from starlette.middleware import Middleware
+
+    from mesh.serving.middleware import SizeLimit
+
+    # the login form and the A2A pass-through are read whole: no larger than an agent would take
+    middleware = [Middleware(SizeLimit, limit=int(config.server.max_body_bytes))]
     host = config.console_host()
     if host not in ("0.0.0.0", "::", "") and ":" not in host:
-        from starlette.middleware import Middleware
         from starlette.middleware.trustedhost import TrustedHostMiddleware
 
         # DNS rebinding: a page of another site whose name resolves to loopback must not reach the console

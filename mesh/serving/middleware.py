@@ -219,26 +219,10 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._too_large(scope, send)
+        body = await read_within(self.limit, scope, receive, send)
+        if body is None:
             return
-        chunks = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                await self._too_large(scope, send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        scope["mesh.body_size"] = size
+        scope["mesh.body_size"] = len(body)
         if body:
             content_type = headers.get(b"content-type", b"").split(b";")[0].strip().decode("latin-1").lower()
             if content_type not in _JSON_TYPES and not content_type.endswith("+json"):
@@ -258,11 +242,47 @@ class BodyLimit:
 
         await self.app(scope, replay_body(body, receive), send)
 
-    async def _too_large(self, scope: Scope, send: Send) -> None:
-        await _json_error(
-            scope, send, 413, f"Request body too large: the limit is {self.limit} bytes",
-            [(b"connection", b"close")],
-        )
+
+class SizeLimit:
+    """Refuses request bodies over ``limit`` bytes with 413, whatever their type (BodyLimit's size check alone)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        body = await read_within(self.limit, scope, receive, send)
+        if body is not None:
+            await self.app(scope, replay_body(body, receive), send)
+
+
+async def read_within(limit: int, scope: Scope, receive: Receive, send: Send) -> bytes | None:
+    """The whole request body, or None once a body over ``limit`` was answered 413 (or the client left)."""
+    declared = dict(scope["headers"]).get(b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        await _too_large(scope, send, limit)
+        return None
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            await _too_large(scope, send, limit)
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _too_large(scope: Scope, send: Send, limit: int) -> None:
+    await _json_error(scope, send, 413, f"Request body too large: the limit is {limit} bytes", [(b"connection", b"close")])
 
 
 async def _json_error(scope: Scope, send: Send, status: int, message: str, headers: list | None = None) -> None:

@@ -36,6 +36,21 @@ def test_a_mesh_with_tokens_asks_for_one_of_them(tmp_path, monkeypatch):
         assert simple.status_code == 415
 
 
+def test_oversized_and_malformed_posts_are_refused(tmp_path, monkeypatch):
+    config = config_with(tmp_path, monkeypatch, server={"max_body_bytes": "64KiB"})
+    with TestClient(create_app(config), base_url="http://127.0.0.1:8090") as client:
+        token = {"Authorization": "Bearer s3cret-token"}
+        huge = "x" * (65 * 1024)
+        assert client.post("/login", data={"token": huge}).status_code == 413  # read before the token is known
+        big = client.post("/api/a2a/echo", content='{"method": "SendMessage", "params": {"t": "' + huge + '"}}',
+                          headers={**token, "Content-Type": "application/json"})
+        assert big.status_code == 413 and "the limit is 65536 bytes" in big.text
+        bad = client.post("/api/a2a/echo", content='{"method": ', headers={**token, "Content-Type": "application/json"})
+        assert bad.status_code == 400
+        unknown = client.post("/api/a2a/nobody", json={"method": "SendMessage"}, headers=token)
+        assert unknown.status_code == 404
+
+
 def test_a_host_name_other_than_the_consoles_is_refused(tmp_path, monkeypatch):
     with TestClient(create_app(config_with(tmp_path, monkeypatch)), base_url="http://127.0.0.1:8090") as client:
         assert client.get("/health").status_code == 200
