@@ -405,6 +405,23 @@ class GuardAgent(AgentExecutor):
         data = verdict.model_dump_json() if as_text else verdict.model_dump()
         await event_queue.enqueue_event(self._reply(context, verdict.summary(), data, as_text))
 
+    async def answer(self, context: RequestContext) -> Message | None:
+        """A batch's verdicts as one message, served without a task (mesh.serving.handler's direct answers).
+
+        Every other request, and a batch that is not valid (it fails as a task,
+        with the reason), goes through ``execute``: None.
+        """
+        try:
+            objects, as_text = request_objects(context.message)
+            if any(isinstance(d, dict) and d.get("status") for d in objects):
+                return None
+            batch = batch_of(context.message, objects)
+        except ValueError:
+            return None
+        if batch is None:
+            return None
+        return await self._classify_batch(context, batch, as_text)
+
     async def _classify_batch(self, context: RequestContext, batch: list[list[Turn]], as_text: bool = False) -> Message:
         # All at once: the embedded backend embeds them together in one forward pass.
         results = await asyncio.gather(*(self.classifier.classify(turns) for turns in batch), return_exceptions=True)

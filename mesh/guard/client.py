@@ -28,13 +28,13 @@ JSON_TEXT_TAG = "json-text"
 
 
 class GuardClient:
-    """Asks the guard agent for verdicts over A2A (``message/send`` on HTTP/2), with an LRU verdict cache.
+    """Asks the guard agent for verdicts over A2A (``message/send``), with an LRU verdict cache.
 
     One A2A round trip costs both sides a few milliseconds of CPU, as much as an
     embedded verdict itself. So when the guard's card offers the batch skill,
     checks are coalesced: at most ``max_in_flight`` requests are under way, and
     the checks that arrive meanwhile go together in the next one. A lone check
-    is sent at once, as before.
+    is sent at once (as a batch of one, which the guard answers without a task).
     """
 
     def __init__(self, url: str, token: str | None = None, timeout_s: float = 30.0, cache_size: int = 10_000,
@@ -100,10 +100,8 @@ class GuardClient:
                 if not batch:
                     continue
                 try:
-                    if len(batch) == 1:
-                        results: list[Verdict | GuardError] = [await self._ask({"turns": [t.model_dump() for t in batch[0][0]]})]
-                    else:
-                        results = await self._ask_batch([turns for turns, _ in batch])
+                    # A lone check too goes as a batch (of one): the guard answers batches without a task.
+                    results: list[Verdict | GuardError] = await self._ask_batch([turns for turns, _ in batch])
                 except GuardError as exc:
                     results = [exc] * len(batch)
                 except Exception as exc:  # noqa: BLE001 - no check may wait forever for a verdict

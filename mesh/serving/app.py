@@ -217,6 +217,8 @@ def build_app(config: MeshConfig, name: str, replica: int = 0) -> Starlette:
         push_config_store=push_store,
         push_sender=push_sender,
         push_url_validator=push_validator,
+        # Direct answers skip execute(), so never for an agent behind the guard (its answers must pass it).
+        direct=executor.direct_answers() if guarded is agent_executor else None,
     )
     started = time.time()
 
