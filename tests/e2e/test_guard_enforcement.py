@@ -24,6 +24,7 @@ from tests.support.util import (
     MeshUp,
     curl,
     curl_json,
+    eventually,
     eventually_async,
     free_ports,
     jsonrpc,
@@ -276,8 +277,24 @@ def test_guard_sections_are_checked_with_the_rest_of_the_file(tmp_path):
 
 
 def guard_requests(mesh) -> int:
-    """A2A requests the guard agent has answered so far (its access log lines in `mesh up`'s output)."""
-    return sum(1 for line in mesh.lines if line.startswith("guard ") and '"POST / HTTP/' in line)
+    """JSON-RPC requests the guard agent has answered so far (its /metrics)."""
+    text = httpx.get(mesh.urls["guard"] + "/metrics", timeout=30).text
+    return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("mesh_http_requests_total{") and 'server="guard"' in line and 'binding="jsonrpc"' in line))
+
+
+def test_the_guard_logs_refused_requests_but_not_each_answered_check(mesh):
+    before = len(mesh.lines)
+    items = [{"turns": [{"role": "user", "content": "What is a good name for a pet tortoise?"}]}]
+    reply = curl_json(mesh.urls["guard"] + "/", jsonrpc("message/send", batch_message(items)))["result"]
+    assert next(p["data"] for p in reply["parts"] if p["kind"] == "data")["verdicts"][0]["safe"] is True
+    assert curl("-o", "/dev/null", "-w", "%{http_code}", mesh.urls["guard"] + "/").stdout == "405"  # GET: refused
+    curl_json(mesh.urls["echo"] + "/", jsonrpc("message/send", message("What is a good name for a pet hare?")))
+    eventually(lambda: any(line.startswith("echo ") and '"POST / HTTP/' in line for line in mesh.lines[before:]),
+               what="the echo agent's access line")
+    guard_lines = [line for line in mesh.lines[before:] if line.startswith("guard ") and "mesh.access" in line]
+    assert any('"GET / HTTP/' in line and " 405 " in line for line in guard_lines), guard_lines
+    assert not any('"POST / HTTP/' in line for line in guard_lines), guard_lines
 
 
 def batch_message(items) -> dict:
@@ -379,8 +396,8 @@ async def test_the_guard_client_sends_concurrent_checks_together(mesh):
     assert [v.safe for v in verdicts] == [t in benign for t in texts]
     assert all("S9" in [c.code for c in v.categories] for v in verdicts if not v.safe)
     assert all(v.content_hash == content_hash([Turn(role="user", content=t)]) for v, t in zip(verdicts, texts))
-    # access log lines are written as responses end: wait for them without blocking the loop
-    await eventually_async(lambda: guard_requests(mesh) - before > 1, timeout=10, what="the guard's log lines")
+    # requests are counted as their responses end: wait for the counts without blocking the loop
+    await eventually_async(lambda: guard_requests(mesh) - before > 1, timeout=10, what="the guard's request counts")
     await asyncio.sleep(0.5)
     sent = guard_requests(mesh) - before
     assert 1 < sent < len(texts) / 2, f"{sent} requests for {len(texts)} concurrent checks"
