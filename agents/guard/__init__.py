@@ -11,13 +11,19 @@ one round trip (the mesh's guard client sends the checks that queue up while
 a request is under way this way) and is answered with ``{"verdicts": [...]}``
 in the same order, an item that cannot be classified as ``{"error": reason}``.
 A data part ``{"status": true}`` answers with the backend in use and the
-per-category counts. If no verdict can be given the task fails with the
+per-category counts. Each of these may come instead as a text part of media
+type ``application/json`` holding the same object; it is then answered in kind
+(the verdicts as an ``application/json`` text part): the mesh's guard client
+sends its checks this way, because a data part travels as a protobuf Struct
+that a2a-sdk builds, walks and prints field by field, which cost more CPU than
+the verdicts themselves. If no verdict can be given the task fails with the
 reason: an error is never a pass.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
@@ -35,11 +41,11 @@ from a2a.helpers import (
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.events import EventQueue
 from a2a.server.tasks import TaskUpdater
-from a2a.types import AgentCapabilities, AgentCard, AgentSkill, Message, Role
+from a2a.types import AgentCapabilities, AgentCard, AgentSkill, Message, Part, Role
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mesh.errors import GuardError
-from mesh.guard.client import BATCH_LIMIT, BATCH_SKILL
+from mesh.guard.client import BATCH_LIMIT, BATCH_SKILL, JSON_MEDIA_TYPE, JSON_TEXT_TAG
 from mesh.guard.verdicts import (
     CATEGORIES,
     VERDICT_COUNTS,
@@ -82,7 +88,7 @@ card = AgentCard(
                 f"Data {{\"batch\": [{{\"turns\": [...]}}, ...]}} with at most {BATCH_LIMIT} conversations: answers data "
                 "{\"verdicts\": [...]} in the same order, each a verdict as for 'classify' or {\"error\": reason}."
             ),
-            tags=["safety", "batch"],
+            tags=["safety", "batch", JSON_TEXT_TAG],
             examples=['{"batch": [{"turns": [{"role": "user", "content": "hi"}]}, '
                       '{"turns": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}]}'],
         ),
@@ -313,9 +319,26 @@ def describe(classifier: Any) -> dict:
     return inner.describe()
 
 
-def batch_of(message: Message) -> list[list[Turn]] | None:
+def request_objects(message: Message) -> tuple[list[Any], bool]:
+    """The objects a request carries: its data parts and its ``application/json`` text parts, parsed.
+
+    The second value says whether any came as JSON text (the reply is then sent in kind).
+    """
+    objects = get_data_parts(message.parts)
+    as_text = False
+    for number, part in enumerate(message.parts):
+        if part.WhichOneof("content") == "text" and part.media_type == JSON_MEDIA_TYPE:
+            try:
+                objects.append(json.loads(part.text))
+            except ValueError as exc:
+                raise ValueError(f"parts[{number}] is {JSON_MEDIA_TYPE} but not JSON: {exc}") from None
+            as_text = True
+    return objects, as_text
+
+
+def batch_of(message: Message, objects: list[Any] | None = None) -> list[list[Turn]] | None:
     """The conversations of a data part {"batch": [{"turns": [...]}, ...]}, or None when the message has none."""
-    for data in get_data_parts(message.parts):
+    for data in objects if objects is not None else get_data_parts(message.parts):
         if isinstance(data, dict) and "batch" in data:
             items = data["batch"]
             if not isinstance(items, list) or not items:
@@ -335,9 +358,9 @@ def batch_of(message: Message) -> list[list[Turn]] | None:
     return None
 
 
-def turns_of(message: Message) -> list[Turn]:
+def turns_of(message: Message, objects: list[Any] | None = None) -> list[Turn]:
     """The conversation a request asks about: data {"turns": [...]} or the message's text as user input."""
-    for data in get_data_parts(message.parts):
+    for data in objects if objects is not None else get_data_parts(message.parts):
         if isinstance(data, dict) and "turns" in data:
             try:
                 turns = [Turn.model_validate(t) for t in data["turns"]]
@@ -360,38 +383,64 @@ class GuardAgent(AgentExecutor):
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         message = context.message
-        if any(isinstance(d, dict) and d.get("status") for d in get_data_parts(message.parts)):
-            await event_queue.enqueue_event(self._reply(context, "guard status", await self.status()))
+        try:
+            objects, as_text = request_objects(message)
+        except ValueError as exc:
+            await self._fail(context, event_queue, str(exc))
+            return
+        if any(isinstance(d, dict) and d.get("status") for d in objects):
+            await event_queue.enqueue_event(self._reply(context, "guard status", await self.status(), as_text))
             return
         try:
-            batch = batch_of(message)
+            batch = batch_of(message, objects)
             if batch is not None:
-                await event_queue.enqueue_event(await self._classify_batch(context, batch))
+                await event_queue.enqueue_event(await self._classify_batch(context, batch, as_text))
                 return
-            turns = turns_of(message)
+            turns = turns_of(message, objects)
             verdict = await self.classifier.classify(turns)
         except (ValueError, GuardError) as exc:
             await self._fail(context, event_queue, str(exc))
             return
         record_verdict(verdict, sum(len(t.content) for t in turns))
-        await event_queue.enqueue_event(self._reply(context, verdict.summary(), verdict.model_dump()))
+        data = verdict.model_dump_json() if as_text else verdict.model_dump()
+        await event_queue.enqueue_event(self._reply(context, verdict.summary(), data, as_text))
 
-    async def _classify_batch(self, context: RequestContext, batch: list[list[Turn]]) -> Message:
+    async def answer(self, context: RequestContext) -> Message | None:
+        """A batch's verdicts as one message, served without a task (mesh.serving.handler's direct answers).
+
+        Every other request, and a batch that is not valid (it fails as a task,
+        with the reason), goes through ``execute``: None.
+        """
+        try:
+            objects, as_text = request_objects(context.message)
+            if any(isinstance(d, dict) and d.get("status") for d in objects):
+                return None
+            batch = batch_of(context.message, objects)
+        except ValueError:
+            return None
+        if batch is None:
+            return None
+        return await self._classify_batch(context, batch, as_text)
+
+    async def _classify_batch(self, context: RequestContext, batch: list[list[Turn]], as_text: bool = False) -> Message:
         # All at once: the embedded backend embeds them together in one forward pass.
         results = await asyncio.gather(*(self.classifier.classify(turns) for turns in batch), return_exceptions=True)
-        answers: list[dict] = []
+        answers: list[str | dict] = []  # JSON texts when answered in kind (pydantic writes a verdict's JSON itself)
+        unsafe = failed = 0
         for turns, result in zip(batch, results):
             if isinstance(result, (ValueError, GuardError)):
                 log.warning("no verdict for a batch item: %s", result)
-                answers.append({"error": str(result)})
+                failed += 1
+                answers.append(json.dumps({"error": str(result)}) if as_text else {"error": str(result)})
             elif isinstance(result, BaseException):
                 raise result
             else:
                 record_verdict(result, sum(len(t.content) for t in turns))
-                answers.append(result.model_dump())
-        unsafe = sum(1 for a in answers if a.get("safe") is False)
-        failed = sum(1 for a in answers if "error" in a)
+                unsafe += not result.safe
+                answers.append(result.model_dump_json() if as_text else result.model_dump())
         text = f"{len(answers)} verdicts: {unsafe} unsafe" + (f", {failed} without a verdict" if failed else "")
+        if as_text:
+            return self._reply(context, text, '{"verdicts": [' + ", ".join(answers) + "]}", True)  # type: ignore[arg-type]
         return self._reply(context, text, {"verdicts": answers})
 
     async def status(self) -> dict:
@@ -402,9 +451,15 @@ class GuardAgent(AgentExecutor):
             await auto.choose()
         return {**describe(self.classifier), "counts": dict(VERDICT_COUNTS)}
 
-    def _reply(self, context: RequestContext, text: str, data: dict) -> Message:
+    def _reply(self, context: RequestContext, text: str, data: dict | str, as_text: bool = False) -> Message:
+        """A readable text part and the answer: a data part, or JSON text (``data`` as a string, or dumped) when ``as_text``."""
+        if as_text:
+            body = data if isinstance(data, str) else json.dumps(data)
+            answer = Part(text=body, media_type=JSON_MEDIA_TYPE)
+        else:
+            answer = new_data_part(data)
         return Message(role=Role.ROLE_AGENT, message_id=str(uuid.uuid4()), context_id=context.context_id or "",
-                       parts=[new_text_part(text), new_data_part(data)])
+                       parts=[new_text_part(text), answer])
 
     async def _fail(self, context: RequestContext, event_queue: EventQueue, reason: str) -> None:
         log.warning("no verdict: %s", reason)

@@ -20,29 +20,35 @@ from mesh.guard.verdicts import Turn, Verdict, VerdictCache
 
 BATCH_SKILL = "classify-batch"  # a guard whose card lists this skill takes data {"batch": [{"turns": ...}, ...]}
 BATCH_LIMIT = 64  # conversations per batch request
+JSON_MEDIA_TYPE = "application/json"
+# A guard whose batch skill carries this tag also reads its requests from an application/json text part and
+# answers in kind: a data part is a protobuf Struct, which a2a-sdk parses, walks (required-field checks) and
+# prints value by value on both sides; one JSON string costs a fraction of that.
+JSON_TEXT_TAG = "json-text"
 
 
 class GuardClient:
-    """Asks the guard agent for verdicts over A2A (``message/send`` on HTTP/2), with an LRU verdict cache.
+    """Asks the guard agent for verdicts over A2A (``message/send``), with an LRU verdict cache.
 
     One A2A round trip costs both sides a few milliseconds of CPU, as much as an
     embedded verdict itself. So when the guard's card offers the batch skill,
     checks are coalesced: at most ``max_in_flight`` requests are under way, and
     the checks that arrive meanwhile go together in the next one. A lone check
-    is sent at once, as before.
+    is sent at once (as a batch of one, which the guard answers without a task).
     """
 
     def __init__(self, url: str, token: str | None = None, timeout_s: float = 30.0, cache_size: int = 10_000,
                  max_in_flight: int = 1, h2c: bool = True) -> None:
         self.url = url
         self.token = token
-        self.h2c = h2c  # the guard speaks h2c (the mesh's own agents do); else HTTP/1.1 or ALPN
+        self.h2c = h2c  # h2c with prior knowledge; else HTTP/1.1 (or ALPN over TLS)
         self.timeout_s = timeout_s
         self.cache = VerdictCache(cache_size)
         self.max_in_flight = max_in_flight
         self._http = None
         self._client = None
         self._batches = False
+        self._json_text = False  # the guard reads and answers JSON text parts (JSON_TEXT_TAG)
         self._jsonrpc_url: str | None = None  # the card's A2A 1.0 JSON-RPC endpoint: requests go there as plain JSON
         self._opening = asyncio.Lock()
         self._queued: list[tuple[list[Turn], asyncio.Future]] = []
@@ -54,8 +60,12 @@ class GuardClient:
         name = policy.agent or guard_agent_of(config)
         if not name:
             raise GuardConfigError(f"{config.path}: guard.agent: name the guard agent")
+        # HTTP/1.1 on one kept-alive connection unless the guard agent is configured as h2c-only (h2c: true):
+        # the checks go one request at a time (batched meanwhile), so HTTP/2's streams buy nothing, and
+        # httpcore's HTTP/2 costs the agent ~20% more CPU per check (headers, data and end of stream are
+        # three socket writes, plus flow control; scripts/bench/guard_throughput.py).
         return cls(config.url_of(name), config.token_of(config.agent(name)), policy.timeout_s, policy.cache_size,
-                   h2c=config.h2c_of(name))
+                   h2c=config.agent(name).h2c is True)
 
     async def classify(self, turns: Sequence[Turn]) -> Verdict:
         """The verdict for ``turns``; raises GuardError when the guard cannot answer in time."""
@@ -90,10 +100,8 @@ class GuardClient:
                 if not batch:
                     continue
                 try:
-                    if len(batch) == 1:
-                        results: list[Verdict | GuardError] = [await self._ask({"turns": [t.model_dump() for t in batch[0][0]]})]
-                    else:
-                        results = await self._ask_batch([turns for turns, _ in batch])
+                    # A lone check too goes as a batch (of one): the guard answers batches without a task.
+                    results: list[Verdict | GuardError] = await self._ask_batch([turns for turns, _ in batch])
                 except GuardError as exc:
                     results = [exc] * len(batch)
                 except Exception as exc:  # noqa: BLE001 - no check may wait forever for a verdict
@@ -178,8 +186,9 @@ class GuardClient:
         """
         import httpx
 
+        part = {"text": json.dumps(data, ensure_ascii=False), "mediaType": JSON_MEDIA_TYPE} if self._json_text else {"data": data}
         payload = {"jsonrpc": "2.0", "id": str(uuid.uuid4()), "method": "SendMessage", "params": {"message": {
-            "role": "ROLE_USER", "messageId": str(uuid.uuid4()), "parts": [{"data": data}]}}}
+            "role": "ROLE_USER", "messageId": str(uuid.uuid4()), "parts": [part]}}}
         try:
             response = await self._http.post(url, content=json.dumps(payload, ensure_ascii=False).encode(),
                                              headers={"content-type": "application/json"})
@@ -211,6 +220,7 @@ class GuardClient:
                 except (httpx.HTTPError, OSError, Exception) as exc:
                     raise GuardError(f"the guard at {self.url} cannot be reached: {_reason(exc)}") from None
                 self._batches = any(skill.id == BATCH_SKILL for skill in card.skills)
+                self._json_text = any(skill.id == BATCH_SKILL and JSON_TEXT_TAG in skill.tags for skill in card.skills)
                 self._jsonrpc_url = next((i.url for i in card.supported_interfaces if i.protocol_binding == "JSONRPC"
                                           and i.protocol_version.startswith("1.")), None)
             return self._client
@@ -246,7 +256,7 @@ def _reply_data(event: Any, url: str) -> dict[str, Any]:
 
 
 def _reply_json(body: Any, url: str) -> dict[str, Any]:
-    """The data part of a JSON-RPC ``SendMessage`` reply (see ``_reply_data``); anything else is a GuardError."""
+    """The data of a JSON-RPC ``SendMessage`` reply: its data part or its JSON text part (see ``_reply_data``); else a GuardError."""
     if not isinstance(body, dict) or not isinstance(body.get("result"), dict):
         error = body.get("error") if isinstance(body, dict) else None
         if isinstance(error, dict):
@@ -259,6 +269,14 @@ def _reply_json(body: Any, url: str) -> dict[str, Any]:
                 if not isinstance(part["data"], dict):
                     raise GuardError(f"the guard at {url} answered with no verdict: its data is not an object")
                 return part["data"]
+            if isinstance(part, dict) and part.get("mediaType") == JSON_MEDIA_TYPE and isinstance(part.get("text"), str):
+                try:
+                    data = json.loads(part["text"])
+                except ValueError:
+                    raise GuardError(f"the guard at {url} answered with no verdict: its {JSON_MEDIA_TYPE} part is not JSON") from None
+                if not isinstance(data, dict):
+                    raise GuardError(f"the guard at {url} answered with no verdict: its data is not an object")
+                return data
         raise GuardError(f"the guard at {url} answered without a data part")
     if isinstance(result.get("task"), dict):
         message = (result["task"].get("status") or {}).get("message") or {}

@@ -159,6 +159,20 @@ class RunningTasks(AgentExecutor):
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         await self.inner.cancel(context, event_queue)
 
+    def direct_answers(self) -> Any:
+        """The inner executor's ``answer`` (mesh.serving.handler's direct answers), counted as a task ending with a message is; else None."""
+        answer = getattr(self.inner, "answer", None)
+        if answer is None:
+            return None
+
+        async def counted(context: RequestContext) -> Any:
+            message = await answer(context)
+            if message is not None:
+                record_task_end(self.agent, "unknown")  # what execute() records for a reply that is a message
+            return message
+
+        return counted
+
 
 class _StateWatch:
     """An event queue proxy that remembers the last task state published through it."""

@@ -43,9 +43,11 @@ class RequestLog:
     ends (the request metrics), so a request is timed once for all of them.
     """
 
-    def __init__(self, app: ASGIApp, observers: Sequence[Callable[[Scope, int, float], None]] = ()) -> None:
+    def __init__(self, app: ASGIApp, observers: Sequence[Callable[[Scope, int, float], None]] = (),
+                 ok_level: int = logging.INFO) -> None:
         self.app = app
         self.observers = tuple(observers)
+        self.ok_level = ok_level  # the level of a request answered below 400 (others are logged at INFO)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -69,10 +71,12 @@ class RequestLog:
             seconds = time.perf_counter() - started
             for observe in self.observers:
                 observe(scope, status, seconds)
-            if access_log.isEnabledFor(logging.INFO):
+            level = self.ok_level if 0 < status < 400 else logging.INFO
+            if access_log.isEnabledFor(level):
                 client = scope.get("client") or ("-", 0)
                 rpc = scope.get("mesh.rpc_method")
-                access_log.info(
+                access_log.log(
+                    level,
                     '%s "%s %s HTTP/%s" %s%s %.1fms in=%dB out=%dB',
                     client[0],
                     scope["method"],

@@ -71,7 +71,8 @@ async def load(url: str, name: str, start: int, requests: int, concurrency: int)
 
     from mesh.client import fetch_card, http_client, open_client, send_request, user_message
 
-    async with http_client() as http:
+    # h2c with prior knowledge, as the goal says (http_client() alone speaks HTTP/1.1 to an http:// URL)
+    async with http_client(h2c=True) as http:
         client = await open_client(http, await fetch_card(http, url), streaming=False)
         counter = iter(range(start, start + requests))
 

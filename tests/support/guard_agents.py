@@ -1,5 +1,6 @@
 """Agents for the guard's end-to-end tests and benchmark: one records that its executor ran, one says what it is
-told to say, one answers with its input behind a prefix (an output that differs from the input)."""
+told to say, one answers with its input behind a prefix (an output that differs from the input), one offers
+direct answers (mesh.serving.handler), which the guard must turn off."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from pathlib import Path
 from a2a.helpers import new_text_part
 from a2a.server.agent_execution import RequestContext
 from a2a.server.tasks import TaskUpdater
-from a2a.types import AgentCapabilities, AgentCard, AgentSkill, TaskState
+import uuid
+
+from a2a.types import AgentCapabilities, AgentCard, AgentSkill, Message, Role, TaskState
 from pydantic import BaseModel, ConfigDict
 
 from mesh.serving.executor import TaskAgent
@@ -27,6 +30,7 @@ class Settings(BaseModel):
     chunks: list[str] = []  # artifact chunks to stream; none: echo the input
     status: str | None = None  # a working-status message sent first
     prefix: str = ""  # with no chunks: answer with prefix + the input
+    direct: bool = False  # offer answer(): prefix + the input as a plain message, without a task
 
 
 class Sayer(TaskAgent):
@@ -50,5 +54,14 @@ class Sayer(TaskAgent):
                                     append=index > 0, last_chunk=index == len(self.settings.chunks) - 1)
 
 
+class DirectSayer(Sayer):
+    async def answer(self, request: RequestContext) -> Message:
+        if self.settings.runs_file:
+            with Path(self.settings.runs_file).open("a") as runs:
+                runs.write(request.get_user_input().replace("\n", " ") + "\n")
+        return Message(role=Role.ROLE_AGENT, message_id=str(uuid.uuid4()), context_id=request.context_id or "",
+                       parts=[new_text_part(self.settings.prefix + request.get_user_input())])
+
+
 def create_executor(settings: Settings) -> Sayer:
-    return Sayer(settings)
+    return DirectSayer(settings) if settings.direct else Sayer(settings)
