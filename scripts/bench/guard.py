@@ -117,7 +117,7 @@ def main() -> int:
     started = time.perf_counter()
     classifier = EmbeddedClassifier.load(args.data) if args.data else EmbeddedClassifier.load()
     print(f"embedded classifier: {classifier.model}; loaded in {time.perf_counter() - started:.2f}s "
-          f"(low {classifier.low}, high {classifier.high}, combined {classifier.combined})")
+          f"(low {classifier.low}, high {classifier.high}, mix {classifier.mix}, combined {classifier.combined})")
     for item in all_sources["project-heldout"][:20]:  # warm up
         classifier.assess_many([item["text"]])
     before = dict(classifier.stats)
