@@ -393,7 +393,8 @@ class DocumentIndex:
 
     def progress_text(self) -> str:
         done, total = self.progress
-        return f"{done:,} of {total:,} chunks embedded"
+        # Until the files are read and cut into chunks there is no total to count against.
+        return f"{done:,} of {total:,} chunks embedded" if total else "reading the documents"
 
     def status(self) -> IndexStatus:
         building = not self.idle.is_set()

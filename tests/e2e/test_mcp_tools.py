@@ -436,7 +436,11 @@ async def test_a_first_search_answers_at_once_while_the_index_is_built_then_foll
         # Before: the first call embedded all 17 chunks silently and only then answered.
         assert first["method"] == "bm25" and "being built" in first["note"]
         assert first["results"][0]["path"].endswith("wildlife.md")
-        assert notes and notes[0][1] == 17 and "chunks embedded" in notes[0][2]
+        # Progress while it waited: "reading the documents" (no total yet) or "N of 17 chunks embedded", growing.
+        assert notes and all(message.startswith("indexing the documents: ") for _, _, message in notes)
+        assert all(total == 17 and f"{int(done)} of 17 chunks embedded" in message or total is None and "reading" in message
+                   for done, total, message in notes)
+        assert [done for done, _, _ in notes] == sorted({done for done, _, _ in notes})
         with anyio.fail_after(120):
             while not saved():  # the first file's vectors are on disk: stop this process half-way
                 await client.call_tool("index_status", {})
