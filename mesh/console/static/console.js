@@ -175,6 +175,7 @@ function showOutput(name, text) {
 }
 
 function clearRun() {
+  state.watching = null;
   $("#run-log").replaceChildren(); $("#run-outputs").replaceChildren("none yet"); $("#run-outputs").classList.add("muted");
   $("#replay-bar").hidden = true;
 }
@@ -183,13 +184,15 @@ function clearRun() {
 function follow(result, error) {
   if (error) { $("#run-status").textContent = `error: ${error.message}`; return; }
   const update = result.statusUpdate, artifact = result.artifactUpdate, task = result.task;
-  if (task) { $("#run-status").textContent = STATES(task.status?.state); $("#run-step").textContent = `task ${task.id}`; }
+  // A run started elsewhere keeps saying so while its events arrive.
+  const step = text => { $("#run-step").textContent = state.watching ? `watching run ${state.watching.slice(0, 8)}: ${text}` : text; };
+  if (task) { $("#run-status").textContent = STATES(task.status?.state); step(`task ${task.id}`); }
   if (update) {
     $("#run-status").textContent = STATES(update.status?.state);
     for (const part of update.status?.message?.parts || [])
       if (part.data && part.data.superstep !== undefined && part.data.active) {
         view.step(part.data); logStep(part.data);
-        $("#run-step").textContent = `superstep ${part.data.superstep}`;
+        step(`superstep ${part.data.superstep}`);
       }
   }
   if (artifact) showOutput(artifact.artifact.name, (artifact.artifact.parts || []).map(partText).join("\n"));
@@ -217,6 +220,7 @@ async function watchRun(runId, graphName) {
   view.reset(sofar.graph);
   for (const { event } of sofar.supersteps) { view.step(event); logStep(event); }
   $("#run-status").textContent = "working";
+  state.watching = runId;
   $("#run-step").textContent = `watching run ${runId.slice(0, 8)}`;
   await a2aStream(state.mesh.coordinator, "SubscribeToTask", { id: runId }, follow);
   view.finish();
@@ -228,7 +232,11 @@ async function loadRuns() {
   $("#runs tbody").replaceChildren(...rows.map(run => {
     const row = h("tr", { "data-run": run.run_id }, h("td", {}, run.run_id.slice(0, 8)), h("td", {}, run.graph), h("td", {}, run.status),
                   h("td", {}, String(run.supersteps)));
-    row.onclick = () => run.status === "running" ? watchRun(run.run_id, run.graph) : openReplay(run.run_id);
+    // A run that cannot be opened says why where its progress would be (an error in a click handler is otherwise silent).
+    row.onclick = () => (run.status === "running" ? watchRun(run.run_id, run.graph) : openReplay(run.run_id)).catch(error => {
+      $("#run-status").textContent = "error";
+      $("#run-step").textContent = `run ${run.run_id.slice(0, 8)} could not be opened: ${error.message || error}`;
+    });
     if (run.status === "running") row.children[2].append(" (watch live)");
     return row;
   }));
