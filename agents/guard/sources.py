@@ -263,7 +263,7 @@ def agent_outputs_fit() -> list[dict]:
     import traceback
 
     out = []
-    rng = __import__("random").Random(7)
+    rng = random.Random(7)
     for _ in range(150):
         a, b = rng.randint(-10**6, 10**12), rng.randint(1, 10**4)
         op = rng.choice(["+", "-", "*", "/", "**", "%"])

@@ -206,12 +206,12 @@ class Admission:
                     task.cancel()
 
 
-class BodyLimit:
-    """Refuses bodies over ``limit`` bytes with 413 before they are parsed, and non-JSON bodies with 415.
+class SizeLimit:
+    """Refuses request bodies over ``limit`` bytes with 413, whatever their type.
 
-    The body is buffered (the JSON-RPC endpoint reads it whole anyway) and
-    handed on in one piece; later receives go to the server, so streaming
-    responses still see the client disconnect.
+    The body is buffered and handed on in one piece (``forward``); later
+    receives go to the server, so streaming responses still see the client
+    disconnect.
     """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
@@ -222,13 +222,24 @@ class BodyLimit:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
         body = await read_within(self.limit, scope, receive, send)
-        if body is None:
-            return
+        if body is not None:
+            await self.forward(body, scope, receive, send)
+
+    async def forward(self, body: bytes, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, replay_body(body, receive), send)
+
+
+class BodyLimit(SizeLimit):
+    """SizeLimit, and refuses non-JSON bodies with 415 and unparsable JSON-RPC before the app sees them.
+
+    The JSON-RPC endpoint reads the body whole anyway; it is parsed once here.
+    """
+
+    async def forward(self, body: bytes, scope: Scope, receive: Receive, send: Send) -> None:
         scope["mesh.body_size"] = len(body)
         if body:
-            content_type = headers.get(b"content-type", b"").split(b";")[0].strip().decode("latin-1").lower()
+            content_type = dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip().decode("latin-1").lower()
             if content_type not in _JSON_TYPES and not content_type.endswith("+json"):
                 shown = content_type or "none"
                 await _json_error(scope, send, 415, f"Unsupported Content-Type {shown!r}: send application/json")
@@ -243,24 +254,7 @@ class BodyLimit:
                 return
             # Parsed once here: VersionNegotiation reads it instead of parsing the body again.
             scope["mesh.rpc_request"] = request
-
-        await self.app(scope, replay_body(body, receive), send)
-
-
-class SizeLimit:
-    """Refuses request bodies over ``limit`` bytes with 413, whatever their type (BodyLimit's size check alone)."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
-            await self.app(scope, receive, send)
-            return
-        body = await read_within(self.limit, scope, receive, send)
-        if body is not None:
-            await self.app(scope, replay_body(body, receive), send)
+        await super().forward(body, scope, receive, send)
 
 
 async def read_within(limit: int, scope: Scope, receive: Receive, send: Send) -> bytes | None:
