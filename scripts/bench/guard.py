@@ -113,7 +113,10 @@ def main() -> int:
         return 0
     from agents.guard.fit import install
 
-    all_sources = sources.load_all(install())
+    all_sources, dropped = sources.unseen(sources.load_all(install()))
+    if dropped:
+        print("left out of the reported sources, as texts a fit source also has: "
+              + ", ".join(f"{name} {n}" for name, n in dropped.items()))
     started = time.perf_counter()
     classifier = EmbeddedClassifier.load(args.data) if args.data else EmbeddedClassifier.load()
     print(f"embedded classifier: {classifier.model}; loaded in {time.perf_counter() - started:.2f}s "
