@@ -69,8 +69,8 @@ _CACHE_FORMAT = 2  # bump when the features or the fit change meaning: old cache
 class ProbeConfig:
     """How the probes are fitted and how their probabilities become a verdict.
 
-    Chosen by 5-fold cross-validation on the exemplars only (``scripts/bench/guard.py --tune``);
-    the held-out sets are never used for this.
+    Chosen by 5-fold cross-validation on the project's exemplars, when they were the only fit data
+    (an option of an earlier benchmark); no reported set was ever used for this.
     """
 
     hidden: int = 256
