@@ -228,7 +228,7 @@ def hash_name(name: str) -> int:
 def agent_outputs() -> list[dict]:
     """Real outputs of the mesh's kinds of agents: arithmetic, search hits and files from its docs, tracebacks, URLs, code.
 
-    Reported only; ``agent_outputs_fit`` makes others of the same kinds (other numbers, other paragraphs, other
+    Reported only; ``new_agent_outputs_fit`` makes others of the same kinds (other numbers, other paragraphs, other
     files) for the fit. A docs paragraph belongs to one side by its hash.
     """
     out = []
@@ -446,7 +446,8 @@ user requests (benign, reported); AgentBench's shell tasks, Mind2Web's web tasks
     issues = dict.fromkeys(row["description"].replace("\\n", "\n") for row in
                            csv.DictReader((base / "swe_lancer" / "data" / "all_swelancer_tasks.csv").read_text(encoding="utf-8").splitlines(keepends=True)))
     swe = [_item(t[:3000], "safe", "inspect-swelancer-issues", "issue") for t in issues if t.strip()]
-    return {"inspect-agent-tasks": tasks, "inspect-swelancer-issues": swe, "inspect-tau2-requests": tau2, "inspect-writingbench-requests": writing, "inspect-freshqa-questions": fresh, "inspect-ipi-coding-agent": ipi,
+    return {"inspect-agent-tasks": tasks, "inspect-swelancer-issues": swe, "inspect-tau2-requests": tau2,
+            "inspect-writingbench-requests": writing, "inspect-freshqa-questions": fresh, "inspect-ipi-coding-agent": ipi,
             "inspect-persistbench-requests": persist}
 
 
@@ -503,44 +504,46 @@ def _class_strings(path: Path, attribute: str) -> list[str]:
     f-strings filled from the class's and the module's constants; values that need code run to compute are skipped."""
     import ast
 
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-
-    def constants(body: list) -> dict:
-        found = {}
+    def assigned(body: list) -> dict[str, ast.expr]:
+        """Name -> value expression of the plain (or annotated) assignments of one body."""
+        values = {}
         for node in body:
             target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else getattr(node, "target", None)
             if isinstance(target, ast.Name) and getattr(node, "value", None) is not None:
-                try:
-                    found[target.id] = ast.literal_eval(node.value)
-                except ValueError:
-                    pass
+                values[target.id] = node.value
+        return values
+
+    def constants(values: dict[str, ast.expr]) -> dict[str, object]:
+        found = {}
+        for name, value in values.items():
+            try:
+                found[name] = ast.literal_eval(value)
+            except (ValueError, TypeError, SyntaxError):  # not a literal: computed by code, which is never run
+                pass
         return found
 
-    module = constants(tree.body)
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    module = constants(assigned(tree.body))
     out = []
     for node in tree.body:
         if not isinstance(node, ast.ClassDef):
             continue
-        names = {**module, **constants(node.body)}
-        for item in node.body:
-            target = item.targets[0] if isinstance(item, ast.Assign) and len(item.targets) == 1 else getattr(item, "target", None)
-            if not (isinstance(target, ast.Name) and target.id == attribute):
-                continue
-            value = item.value
-            if isinstance(value, ast.Constant) and isinstance(value.value, str):
-                out.append(value.value)
-            elif isinstance(value, ast.JoinedStr):
-                parts = []
-                for part in value.values:
-                    if isinstance(part, ast.Constant):
-                        parts.append(str(part.value))
-                    elif isinstance(part, ast.FormattedValue) and isinstance(part.value, ast.Name) and part.value.id in names \
-                            and part.format_spec is None:
-                        parts.append(str(names[part.value.id]))
-                    else:
-                        break
+        values = assigned(node.body)
+        value, names = values.get(attribute), {**module, **constants(values)}
+        if isinstance(value, ast.Constant) and isinstance(value.value, str):
+            out.append(value.value)
+        elif isinstance(value, ast.JoinedStr):
+            parts = []
+            for part in value.values:
+                if isinstance(part, ast.Constant):
+                    parts.append(str(part.value))
+                elif isinstance(part, ast.FormattedValue) and isinstance(part.value, ast.Name) and part.value.id in names \
+                        and part.format_spec is None:
+                    parts.append(str(names[part.value.id]))
                 else:
-                    out.append("".join(parts))
+                    break
+            else:
+                out.append("".join(parts))
     return out
 
 
@@ -574,7 +577,7 @@ def agentdojo(site: Path) -> dict[str, list[dict]]:
                      for t in _class_strings(base / "task_suites" / suite.name / "user_tasks.py", "PROMPT")]
         with (suite / "environment.yaml").open(encoding="utf-8") as file:
             environment = yaml.load(file, Includes)
-        records: list[dict] = []
+        records: dict[int, dict] = {}  # by id: the same record is found once per vector it carries
 
         def walk(node: object, parent: dict | None) -> None:
             if isinstance(node, dict):
@@ -583,11 +586,11 @@ def agentdojo(site: Path) -> dict[str, list[dict]]:
             elif isinstance(node, list):
                 for value in node:
                     walk(value, parent if not isinstance(value, dict) else None)
-            elif isinstance(node, str) and parent is not None and re.search(r"\{(\w+)\}", node) and parent not in records:
-                records.append(parent)
+            elif isinstance(node, str) and parent is not None and re.search(r"\{(\w+)\}", node):
+                records.setdefault(id(parent), parent)
 
         walk(environment, None)
-        for k, record in enumerate(records):
+        for k, record in enumerate(records.values()):
             text = yaml.safe_dump(record, sort_keys=False, allow_unicode=True, width=100)
             vectors = [v for v in re.findall(r"\{(\w+)\}", text) if v in defaults]
             if not vectors:
