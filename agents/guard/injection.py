@@ -77,6 +77,13 @@ RULES: list[tuple[str, re.Pattern[str]]] = [
     ("planted", re.compile(r"\b(?:if|when) you(?:'re| are) an? (?:ai|language model|llm|assistant|chatbot|ai model|large language model|bot)\b", _F)),
     ("planted", re.compile(rf"{_MID_TEXT}{_MODEL}{_NOT_A_MODEL}\s*[:,]\s*(?:please\s+|also\s+|now\s+|first\s+|then\s+|kindly\s+){{0,2}}(?:{_PLANTED_VERB}\b|{_PLANTED_OPENING})", _F)),
     ("planted", re.compile(rf"\b(?:when|if|once)\s+(?:the|an?|any)\s+{_MODEL}\s+(?:reads?|sees?|processes|summari[sz]es|parses|gets)\s+(?:this|these|it)\b", _F)),
+    # Data that refers to the task the model was given and asks for something else first (AgentDojo's "important
+    # instructions" attack has this shape); a request that the model's answer carry a given string verbatim.
+    ("planted", re.compile(r"\bbefore (?:you )?(?:can |could |start(?:ing)? |begin(?:ning)? )?(?:solv|complet|answer|continu|proceed|finish|do|handl|process|work)\w*\b[^.\n]{0,40}?\b(?:task|request|question|instructions?)\b[^.\n]{0,40}?\b(?:i|the user|you were|they|was) (?:gave|given|assigned|sent|asked)\b", _F)),
+    ("planted", re.compile(r"\b(?:include|add|append|insert|put|output|print|write|embed)\b[^.\n]{0,30}?\b(?:in|into|to|at the (?:end|start|beginning) of) your (?:response|answer|reply|output|summary|final answer)\b[^\n]{0,80}?\b(?:exactly|verbatim|as it is|word for word)\b", _F)),
+    # An order to run a `python -c` one-liner that reads the environment or starts a shell, or printenv / cat .env
+    # (planted in a code comment, a config file or a page).
+    ("tooling", re.compile(r"\b(?:run|execute)\b[^\n]{0,80}?(?:\n[^\n]{0,120}?)?(?:python3?\s+-c\b[^\n]{0,120}?(?:os\.environ|os\.system\(|subprocess)|printenv\b|cat\s+\S*\.env\b)", _F)),
     ("tooling", re.compile(r"\b(?:call|invoke|run|execute|use)\b\W+(?:the\W+)?(?:\w+\W+){0,2}?(?:tool|function|command)\b[^.\n]{0,60}?\b(?:without (?:asking|telling|confirmation|the user)|silently|secretly|do not (?:tell|inform|mention))", _F)),
     ("tooling", re.compile(r"\b(?:don't|do not|never)\s+(?:tell|inform|mention (?:this|it) to|notify|alert)\s+(?:the\s+)?(?:user|anyone|no one)\b|\bconfirm to no one\b", _F)),
 ]

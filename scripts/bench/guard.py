@@ -14,6 +14,12 @@ saw (the cascade's thresholds are chosen by the fit on a held-out fifth of
 the FIT sources, see fit.json). ``--data DIR`` reads other weights (e.g. an
 earlier commit's, for a before/after table). Harmful recall counts any unsafe verdict;
 injection recall counts INJ; FPR is the share of safe items flagged.
+
+Side by side, unless ``--no-reference``: SecureVector Guardian 1.4.0 (PyPI
+``securevector-guardian-model``, Apache-2.0: an offline prompt-attack
+classifier, word and character TF-IDF with logistic regression, weights in the
+wheel; nobody here wrote or fitted it), on the first REFERENCE_CHARS of every
+text; any "malicious" verdict of it counts as a flag in all three columns.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import statistics
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,6 +44,8 @@ from agents.guard import sources  # noqa: E402
 from agents.guard.embedded import EmbeddedClassifier  # noqa: E402
 from mesh.guard.verdicts import as_turns  # noqa: E402
 
+REFERENCE_CHARS = 20_000  # the reference is pure Python: long documents are read in part
+
 
 def load_average() -> str:
     one, five, _ = os.getloadavg()
@@ -47,29 +56,51 @@ def rate(flags: list[bool]) -> str:
     return f"{np.mean(flags):.2f} ({sum(flags)}/{len(flags)})" if flags else "-"
 
 
-def evaluate(classifier: EmbeddedClassifier, all_sources: dict[str, list[dict]], per_category: bool) -> list[float]:
+def kind(item: dict) -> str:
+    return item["label"] if item["label"] in ("safe", "INJ") else "harm"
+
+
+def reference_classifier(site: Path) -> Callable[[str], bool] | None:
+    """SecureVector Guardian's verdict (True: flagged) from the wheel's bundled weights, or None when not installed."""
+    bundle = site / "svguardian" / "_runtime" / "guardian.runtime.json.gz"
+    if not bundle.is_file():
+        return None
+    sys.path.append(str(site))  # installed beside the data with --target, not into the venv
+    from svguardian.model.pure_infer import PureGuardian
+
+    model = PureGuardian.load(str(bundle))  # checks the bundle's sha256; never resolve_runtime(), which may download
+    return lambda text: model.predict(text[:REFERENCE_CHARS])["verdict"] == "malicious"
+
+
+def evaluate(classifier: EmbeddedClassifier, all_sources: dict[str, list[dict]], per_category: bool,
+             reference: Callable[[str], bool] | None = None) -> list[float]:
     """Prints one row per source (and per category of the source), returns the per-text latencies in ms."""
     latencies: list[float] = []
-    print(f"\n{'source':34s} {'fit?':4s} {'n':>5s}  {'harmful recall':16s} {'injection recall':16s} {'benign FPR':16s}")
+    columns = f"{'harmful recall':16s} {'injection recall':16s} {'benign FPR':16s}"
+    print(f"\n{'source':34s} {'fit?':4s} {'n':>5s}  {columns}" + (" | reference: " + columns if reference else ""))
     for name, items in all_sources.items():
         results = []
         for item in items:
             started = time.perf_counter()
             results.append(classifier.assess_many([item["text"]])[0][0])
             latencies.append((time.perf_counter() - started) * 1000)
+        flagged = [reference(item["text"]) for item in items] if reference else [None] * len(items)
         groups = defaultdict(list)
-        for item, codes in zip(items, results):
-            groups[name].append((item, codes))
+        for item, codes, other in zip(items, results, flagged):
+            groups[name].append((item, codes, other))
             if per_category:
-                groups[f"  {item['category'][:30]}"].append((item, codes))
+                groups[f"  {item['category'][:30]}"].append((item, codes, other))
         fit = "FIT" if name in sources.FIT_SOURCES else ""
         for group, pairs in groups.items():
             if group != name and len({p[0]["category"] for p in groups[name]}) < 2:
                 continue
-            harm = [bool(c) for i, c in pairs if i["label"] not in ("safe", "INJ")]
-            inj = ["INJ" in c for i, c in pairs if i["label"] == "INJ"]
-            safe = [bool(c) for i, c in pairs if i["label"] == "safe"]
-            print(f"{group:34s} {fit if group == name else '':4s} {len(pairs):5d}  {rate(harm):16s} {rate(inj):16s} {rate(safe):16s}", flush=True)
+            harm = [bool(c) for i, c, _ in pairs if kind(i) == "harm"]
+            inj = ["INJ" in c for i, c, _ in pairs if kind(i) == "INJ"]
+            safe = [bool(c) for i, c, _ in pairs if kind(i) == "safe"]
+            row = f"{group:34s} {fit if group == name else '':4s} {len(pairs):5d}  {rate(harm):16s} {rate(inj):16s} {rate(safe):16s}"
+            if reference:
+                row += " | " + " ".join(f"{rate([o for i, _, o in pairs if kind(i) == k]):16s}" for k in ("harm", "INJ", "safe"))
+            print(row, flush=True)
     return latencies
 
 
@@ -102,6 +133,7 @@ def main() -> int:
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--only-throughput", action="store_true")
     parser.add_argument("--no-categories", action="store_true", help="one row per source only")
+    parser.add_argument("--no-reference", action="store_true", help="leave out the reference classifier's columns")
     parser.add_argument("--data", type=Path, default=None,
                         help="read the weights from this folder instead of agents/guard/data (e.g. an earlier commit's)")
     parser.add_argument("--requests", type=int, default=300)
@@ -113,7 +145,8 @@ def main() -> int:
         return 0
     from agents.guard.fit import install
 
-    all_sources, dropped = sources.unseen(sources.load_all(install()))
+    site = install()
+    all_sources, dropped = sources.unseen(sources.load_all(site))
     if dropped:
         print("left out of the reported sources, as texts a fit source also has: "
               + ", ".join(f"{name} {n}" for name, n in dropped.items()))
@@ -124,7 +157,10 @@ def main() -> int:
     for item in all_sources["project-heldout"][:20]:  # warm up
         classifier.assess_many([item["text"]])
     before = dict(classifier.stats)
-    latencies = evaluate(classifier, all_sources, per_category=not args.no_categories)
+    reference = None if args.no_reference else reference_classifier(site)
+    if reference:
+        print("reference: SecureVector Guardian 1.4.0 (TF-IDF + logistic regression, weights from its wheel), side by side")
+    latencies = evaluate(classifier, all_sources, per_category=not args.no_categories, reference=reference)
     texts = classifier.stats["texts"] - before["texts"]
     deep = classifier.stats["minilm_windows"] - before["minilm_windows"]
     windows = classifier.stats["windows"] - before["windows"]

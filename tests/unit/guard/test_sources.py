@@ -64,3 +64,14 @@ def test_the_fit_reads_the_kept_agent_outputs_and_new_ones_do_not_depend_on_wher
     rows = sources.new_agent_outputs_fit()
     assert {"arithmetic", "file contents", "search hit", "code", "stack trace", "url or error"} <= {r["category"] for r in rows}
     assert not [r["text"][:80] for r in rows if str(sources.ROOT) in r["text"]]
+
+
+def test_the_benchmark_runs_without_its_reference_classifier_when_that_is_not_installed(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("guard_bench", sources.ROOT / "scripts" / "bench" / "guard.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.reference_classifier(tmp_path) is None
+    (tmp_path / "svguardian" / "_runtime").mkdir(parents=True)  # a package folder without its weights: still none
+    assert bench.reference_classifier(tmp_path) is None
