@@ -1,5 +1,6 @@
 """SQLiteTaskStore: the SDK's table and list(), with writes at once on create/settle and coalesced progress."""
 
+import pytest
 from a2a.auth.user import User
 from a2a.server.context import ServerCallContext
 from a2a.types import Artifact, ListTasksRequest, Part, Task, TaskState, TaskStatus
@@ -31,14 +32,24 @@ def task(task_id: str, state: int, text: str | None = None) -> Task:
 ANYONE = ServerCallContext()
 
 
-async def fresh(path):
-    """A second store on the same file: what a restarted agent would read."""
-    store = SQLiteTaskStore(path, "a2a_tasks_t")
-    await store.initialize()
-    return store
+@pytest.fixture
+async def fresh():
+    """Opens a store on a file, as a restarted agent would read it; every store it opened is closed after the test
+    (an engine left open hands aiosqlite's thread a closed event loop when it is collected later)."""
+    opened = []
+
+    async def open_store(path):
+        store = SQLiteTaskStore(path, "a2a_tasks_t")
+        await store.initialize()
+        opened.append(store)
+        return store
+
+    yield open_store
+    for store in opened:
+        await store.close()
 
 
-async def test_create_and_settle_are_written_at_once_progress_is_coalesced(tmp_path):
+async def test_create_and_settle_are_written_at_once_progress_is_coalesced(tmp_path, fresh):
     path = tmp_path / "t.sqlite"
     store = await fresh(path)
     await store.save(task("t1", TaskState.TASK_STATE_SUBMITTED), ANYONE)
@@ -58,7 +69,7 @@ async def test_create_and_settle_are_written_at_once_progress_is_coalesced(tmp_p
     await store.close()
 
 
-async def test_sdk_list_reads_what_the_fast_path_wrote(tmp_path):
+async def test_sdk_list_reads_what_the_fast_path_wrote(tmp_path, fresh):
     store = await fresh(tmp_path / "t.sqlite")
     for i in range(7):
         await store.save(task(f"t{i}", TaskState.TASK_STATE_SUBMITTED), ANYONE)
@@ -73,7 +84,7 @@ async def test_sdk_list_reads_what_the_fast_path_wrote(tmp_path):
     await store.close()
 
 
-async def test_owners_are_kept_apart(tmp_path):
+async def test_owners_are_kept_apart(tmp_path, fresh):
     path = tmp_path / "t.sqlite"
     store = await fresh(path)
     alice, bob = ServerCallContext(user=Named("alice")), ServerCallContext(user=Named("bob"))
@@ -85,7 +96,7 @@ async def test_owners_are_kept_apart(tmp_path):
     await store.close()
 
 
-async def test_close_writes_pending_progress(tmp_path):
+async def test_close_writes_pending_progress(tmp_path, fresh):
     path = tmp_path / "t.sqlite"
     store = await fresh(path)
     await store.save(task("t", TaskState.TASK_STATE_SUBMITTED), ANYONE)
@@ -94,7 +105,7 @@ async def test_close_writes_pending_progress(tmp_path):
     assert (await (await fresh(path)).get("t", ANYONE)).artifacts[0].parts[0].text == "progress"
 
 
-async def test_cache_is_bounded(tmp_path):
+async def test_cache_is_bounded(tmp_path, fresh):
     path = tmp_path / "t.sqlite"
     store = SQLiteTaskStore(path, "a2a_tasks_t", cache_size=3)
     await store.initialize()
@@ -109,7 +120,7 @@ async def test_cache_is_bounded(tmp_path):
     await store.close()
 
 
-async def test_in_context_gives_a_contexts_latest_tasks_with_unwritten_progress_and_only_the_owners(tmp_path):
+async def test_in_context_gives_a_contexts_latest_tasks_with_unwritten_progress_and_only_the_owners(tmp_path, fresh):
     path = tmp_path / "t.sqlite"
     store = await fresh(path)
     alice = ServerCallContext(user=Named("alice"))
