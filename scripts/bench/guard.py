@@ -61,14 +61,19 @@ def kind(item: dict) -> str:
 
 
 def reference_classifier(site: Path) -> Callable[[str], bool] | None:
-    """SecureVector Guardian's verdict (True: flagged) from the wheel's bundled weights, or None when not installed."""
+    """SecureVector Guardian's verdict (True: flagged) from the wheel's bundled weights, or None when not installed or
+    not loadable (said on stderr: the guard's own figures do not depend on it)."""
     bundle = site / "svguardian" / "_runtime" / "guardian.runtime.json.gz"
     if not bundle.is_file():
         return None
     sources.importable(site)
-    from svguardian.model.pure_infer import PureGuardian
+    try:
+        from svguardian.model.pure_infer import PureGuardian
 
-    model = PureGuardian.load(str(bundle))  # checks the bundle's sha256; never resolve_runtime(), which may download
+        model = PureGuardian.load(str(bundle))  # checks the bundle's sha256; never resolve_runtime(), which may download
+    except (ImportError, OSError, ValueError) as exc:  # its integrity check raises ValueError; a damaged gzip OSError
+        print(f"reference classifier left out: {bundle} does not load ({exc})", file=sys.stderr)
+        return None
     return lambda text: model.predict(text[:REFERENCE_CHARS])["verdict"] == "malicious"
 
 

@@ -79,6 +79,19 @@ def test_the_benchmark_runs_without_its_reference_classifier_when_that_is_not_in
     assert bench.reference_classifier(tmp_path) is None
 
 
+def test_the_benchmark_leaves_out_a_reference_that_does_not_load_and_says_why(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("guard_bench", sources.ROOT / "scripts" / "bench" / "guard.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bundle = tmp_path / "svguardian" / "_runtime" / "guardian.runtime.json.gz"
+    bundle.parent.mkdir(parents=True)
+    bundle.write_bytes(b"not a gzip file")  # weights without the package's code, or damaged ones: either way unloadable
+    assert bench.reference_classifier(tmp_path) is None
+    assert f"reference classifier left out: {bundle} does not load" in capsys.readouterr().err
+
+
 def _small_site(root):
     """The files of the evaluation tools' packages, laid out and shaped as their wheels ship them (a few rows each)."""
     datasets = root / "benchkit" / "datasets"
