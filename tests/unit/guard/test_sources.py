@@ -1,5 +1,6 @@
 """The guard's data loaders: Python task files read without running them, reported figures only of texts never fitted."""
 
+import importlib.util
 import json
 
 from agents.guard import sources
@@ -68,23 +69,23 @@ def test_the_fit_reads_the_kept_agent_outputs_and_new_ones_do_not_depend_on_wher
     assert not [r["text"][:80] for r in rows if str(sources.ROOT) in r["text"]]
 
 
-def test_the_benchmark_runs_without_its_reference_classifier_when_that_is_not_installed(tmp_path):
-    import importlib.util
-
+def guard_bench():
+    """scripts/bench/guard.py as a module (a script, not a package)."""
     spec = importlib.util.spec_from_file_location("guard_bench", sources.ROOT / "scripts" / "bench" / "guard.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_the_benchmark_runs_without_its_reference_classifier_when_that_is_not_installed(tmp_path):
+    bench = guard_bench()
     assert bench.reference_classifier(tmp_path) is None
     (tmp_path / "svguardian" / "_runtime").mkdir(parents=True)  # a package folder without its weights: still none
     assert bench.reference_classifier(tmp_path) is None
 
 
 def test_the_benchmark_leaves_out_a_reference_that_does_not_load_and_says_why(tmp_path, capsys):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("guard_bench", sources.ROOT / "scripts" / "bench" / "guard.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = guard_bench()
     bundle = tmp_path / "svguardian" / "_runtime" / "guardian.runtime.json.gz"
     bundle.parent.mkdir(parents=True)
     bundle.write_bytes(b"not a gzip file")  # weights without the package's code, or damaged ones: either way unloadable
