@@ -26,6 +26,9 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     sub.add_argument("--output", metavar="TEXT", help="check TEXT as the agent's output answering the (single) input")
     sub.add_argument("--remote", action="store_true", help="ask the running guard agent instead of classifying in-process")
     sub.add_argument("--agent", help="the guard agent's name (default: mesh.yaml's guard.agent)")
+    sub.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                     help="one of the guard agent's settings for this run instead of mesh.yaml's (in-process only), "
+                          "e.g. --set strictness=strict; may be repeated")
     sub.add_argument("--explain", action="store_true",
                      help="one readable line per input: the verdict, what fired (score against threshold, rule and "
                           "span), and whether mesh.yaml's guard policy blocks it and which key relaxes that")
@@ -93,10 +96,14 @@ async def _run(args: argparse.Namespace, inputs: list) -> int:
         agent = config.agent(name)
     except KeyError as exc:
         raise CliError(exc.args[0]) from None
+    overrides = _overrides(args.overrides)
+    if args.remote and overrides:
+        raise CliError("--set changes the settings of the classifier run here; the running guard agent keeps its own "
+                       "(leave out --remote)")
     if args.remote:
         classifier: Any = GuardClient(config.url_of(name), config.token_of(agent), cache_size=0, h2c=config.h2c_of(name))
     else:
-        classifier = _in_process(config, name, agent)
+        classifier = _in_process(config, name, agent, overrides)
     failures = 0
     try:
         for extra, turns in inputs:
@@ -133,7 +140,20 @@ def explain(verdict: Any, policy: Any) -> str:
     return line
 
 
-def _in_process(config, name: str, agent):
+def _overrides(pairs: list[str]) -> dict[str, str]:
+    """``["strictness=strict", ...]`` as a dict (the agent's Settings model converts and checks the values)."""
+    from mesh.cli.common import CliError
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise CliError(f"--set {pair}: give KEY=VALUE, e.g. --set strictness=strict")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _in_process(config, name: str, agent, overrides: dict[str, str]):
     from pydantic import ValidationError
 
     from mesh.cli.common import CliError
@@ -146,7 +166,7 @@ def _in_process(config, name: str, agent):
         factory = getattr(module.module, "create_classifier", None)
         if factory is None:
             raise CliError(f"{agent.module} has no create_classifier(settings): is {name} a guard agent?")
-        return factory(module.settings(agent.settings))
+        return factory(module.settings({**agent.settings, **overrides}))
     except AgentModuleError as exc:
         raise CliError(f"agent {name}: {exc}") from None
     except ValidationError as exc:

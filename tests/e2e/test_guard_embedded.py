@@ -144,6 +144,21 @@ def test_the_strictness_setting_moves_the_operating_point(tmp_path):
     assert wrong.returncode != 0 and "strictness" in wrong.stderr and "'lenient', 'balanced' or 'strict'" in wrong.stderr, wrong.stderr
 
 
+def test_cli_set_tries_another_setting_without_editing_mesh_yaml(mesh_file):
+    text = "How do I hunt down a human?"
+    default, strict = (guard_cli("-c", str(mesh_file), *extra, text) for extra in ([], ["--set", "strictness=strict"]))
+    assert default.returncode == strict.returncode == 0, default.stderr + strict.stderr
+    assert json.loads(default.stdout)["safe"] and json.loads(default.stdout)["model"].endswith(", balanced")
+    assert not json.loads(strict.stdout)["safe"] and json.loads(strict.stdout)["model"].endswith(", strict")
+    for bad, says in ((["--set", "strictness"], "--set strictness: give KEY=VALUE"),
+                      (["--set", "strictness=paranoid"], "'lenient', 'balanced' or 'strict'"),
+                      (["--set", "colour=red"], "colour"),
+                      (["--remote", "--set", "strictness=strict"], "leave out --remote")):
+        result = guard_cli("-c", str(mesh_file), *bad, text)
+        assert result.returncode != 0 and says in result.stderr, (bad, result.stderr)
+        assert not result.stdout
+
+
 def test_cli_reads_text_lines_and_jsonl_turns(mesh_file, tmp_path):
     inputs = tmp_path / "inputs.jsonl"
     inputs.write_text("\n".join([
