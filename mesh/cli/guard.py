@@ -5,7 +5,8 @@ Runs the guard agent's classifier in-process (the module named by the mesh's
 the running guard agent with ``--remote``. Each TEXT is one input. A file
 holds one input per line: plain text, or JSON (a list of turns, an object
 with ``turns``, or one ``{"role", "content"}`` turn); its other keys (id,
-label...) are copied into the output line.
+label...) are copied into the output line, and when lines carry a ``label`` the
+share of each label's inputs that were flagged is printed on stderr at the end.
 """
 
 from __future__ import annotations
@@ -105,10 +106,15 @@ async def _run(args: argparse.Namespace, inputs: list) -> int:
     else:
         classifier = _in_process(config, name, agent, overrides)
     failures = 0
+    by_label: dict[str, list[int]] = {}  # label -> [flagged, classified]: how a setting does on the user's own data
     try:
         for extra, turns in inputs:
             try:
                 verdict = await classifier.classify(turns)
+                if "label" in extra:
+                    counts = by_label.setdefault(str(extra["label"]), [0, 0])
+                    counts[0] += not verdict.safe
+                    counts[1] += 1
                 if args.explain:
                     print(explain(verdict, config.guard), flush=True)
                 else:
@@ -116,6 +122,8 @@ async def _run(args: argparse.Namespace, inputs: list) -> int:
             except GuardError as exc:
                 failures += 1
                 print(json.dumps({**extra, "error": str(exc)}, ensure_ascii=False), flush=True)
+        for label, (flagged, total) in sorted(by_label.items()):
+            print(f"label {label}: {flagged} of {total} flagged ({flagged / total:.2f})", file=sys.stderr)
     finally:
         close = getattr(classifier, "aclose", None)
         if close is not None:
