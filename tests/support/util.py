@@ -17,10 +17,41 @@ ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(os.environ.get("MESH_VENV") or ROOT / ".venv") / "bin"
 
 
+def _port_slice() -> range:
+    """The ports this test process hands out: below the kernel's ephemeral range, one share per pytest-xdist worker.
+
+    A port the kernel picks (bind to port 0) comes from the range it also gives outgoing connections their source
+    ports from, so with two workers making connections, a port picked here could be another process's source port
+    by the time a server binds it ("port ... is already in use"); and two workers picking alike could collide.
+    """
+    try:
+        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    low, high = 20_000, max(ephemeral, 20_000 + 2_000)  # from 20000: clear of well-known ports (Ollama's 11434...)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    workers = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), 1)
+    share = (high - low) // workers
+    start = low + share * (int(worker) % workers if worker.isdigit() else 0)
+    return range(start, start + share)
+
+
+_PORTS = _port_slice()
+_next_port = [int.from_bytes(os.urandom(2), "big") % len(_PORTS)]  # a random start: runs in a row do not reuse ports at once
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port nothing listens on, from this process's share (each port handed out once per pass over the share)."""
+    for _ in range(len(_PORTS)):
+        port = _PORTS[_next_port[0] % len(_PORTS)]
+        _next_port[0] += 1
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_PORTS}")
 
 
 def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 30.0) -> None:
@@ -199,11 +230,10 @@ def free_ports(count: int) -> list[int]:
 def consecutive_ports(count: int) -> int:
     """A port P with P .. P+count-1 all free (replica i listens on port + i)."""
     for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + count > 65535:
+        base = free_port()
+        if base + count > _PORTS.stop:
             continue
+        _next_port[0] += count - 1  # the ports after it are this call's
         try:
             held = []
             for port in range(base, base + count):
