@@ -292,7 +292,7 @@ class EmbeddedClassifier:
 
     def __init__(self, embedder: Embedder | None, ngrams: NgramModel, probe: Probe | None, low: float, high: float,
                  combined: float = 0.35, config: ProbeConfig = ProbeConfig(), memo_size: int = 10_000,
-                 mix: float = 0.5) -> None:
+                 mix: float = 0.5, strictness: str = "custom") -> None:
         self.embedder = embedder
         self.ngrams = ngrams
         self.probe = probe
@@ -301,9 +301,10 @@ class EmbeddedClassifier:
         self.low, self.high, self.combined, self.mix = low, high, combined, mix
         self.config = config
         self.stats = {"texts": 0, "windows": 0, "minilm_windows": 0, "sampled_texts": 0}
-        self.strictness = "custom"  # load() names the operating point of fit.json it read
+        self.strictness = strictness  # the operating point of fit.json the thresholds come from ("custom": none)
         name = embedder.name if embedder is not None else "no MiniLM"
-        self.model = f"hashed n-grams + {name} layers {', '.join(map(str, LAYERS))} MLP probes (cascade) + injection rules"
+        self.model = (f"hashed n-grams + {name} layers {', '.join(map(str, LAYERS))} MLP probes (cascade) + injection rules, "
+                      f"{strictness}")
         self._memo = _TextMemo(memo_size)
         self._batcher = _Batcher(self.assess_many)
 
@@ -332,11 +333,8 @@ class EmbeddedClassifier:
             raise GuardError(f"the embedded guard's weights in {data} have no strictness {strictness!r}; "
                              f"they have {', '.join(points)}")
         point = points[strictness]
-        classifier = cls(embedder, ngrams, probe, point["low"], point["high"], point.get("combined", 0.35), config,
-                         mix=point.get("mix", 0.5))
-        classifier.strictness = strictness
-        classifier.model += f", {strictness}"
-        return classifier
+        return cls(embedder, ngrams, probe, point["low"], point["high"], point.get("combined", 0.35), config,
+                   mix=point.get("mix", 0.5), strictness=strictness)
 
     async def classify(self, turns: Sequence[Turn]) -> Verdict:
         started = time.perf_counter()

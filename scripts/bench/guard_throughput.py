@@ -148,11 +148,13 @@ def report(results: dict[str, dict], requests: int, concurrency: int, rounds: in
 
 
 def main() -> int:
+    from agents.guard.fit import OPERATING_POINTS
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--strictness", choices=("lenient", "balanced", "strict"), default="balanced",  # fit.OPERATING_POINTS
+    parser.add_argument("--strictness", choices=tuple(OPERATING_POINTS), default="balanced",
                         help="the guard's operating point (its strictness setting)")
     args = parser.parse_args()
     print(f"machine: {load_average()}")
