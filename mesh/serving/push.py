@@ -2,7 +2,9 @@
 
 - configs (0.3 ``tasks/pushNotificationConfig/*``, 1.0 ``*TaskPushNotificationConfig``,
   or one given with ``SendMessage``) are kept per task in the agent's task
-  database (SQLite file or PostgreSQL), table ``<tasks table>_push``;
+  database (SQLite file or PostgreSQL), table ``<tasks table>_push``; on the
+  agent's own SQLite file the ids of the tasks that have any are also kept in
+  memory, so the events of the others cost no lookup (``SQLitePushConfigStore``);
 - every task event is POSTed to each webhook of the task (the config's
   ``token`` as ``X-A2A-Notification-Token``, its ``authentication`` as
   ``Authorization: SCHEME CREDENTIALS``), in order per task, in the background;
@@ -22,6 +24,7 @@ import warnings
 from collections.abc import Awaitable, Callable
 
 import httpx
+from sqlalchemy import select
 from sqlalchemy.exc import SAWarning
 from a2a.server.tasks import BasePushNotificationSender
 from a2a.server.tasks.database_push_notification_config_store import DatabasePushNotificationConfigStore
@@ -94,13 +97,63 @@ class RetryingPushSender(BasePushNotificationSender):
             await asyncio.wait(pending, timeout=5)
 
 
+class SQLitePushConfigStore(DatabasePushNotificationConfigStore):
+    """a2a-sdk's config store on an agent's own SQLite file, knowing which tasks have configs.
+
+    The SDK's sender asks the store for a task's webhooks at every event of
+    every task (``get_info_for_dispatch``): on SQLite a session, a SELECT
+    through aiosqlite's thread and a rollback, about a third of the agent's CPU
+    per message/send (scripts/bench/guard_throughput.py), although most tasks
+    have none. The agent's process is the only one that writes its SQLite file
+    (as ``SQLiteTaskStore`` assumes), so it keeps the ids of the tasks that have
+    configs: read once, added before a config is written, dropped when a delete
+    leaves none. Events of other tasks are answered from memory; those of tasks
+    with configs are read from the table as before.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._configured: set[str] | None = None  # ids of the tasks that may have configs
+        self._writing = asyncio.Lock()  # a set and a delete of one task's configs must not interleave
+
+    async def initialize(self) -> None:
+        await super().initialize()
+        if self._configured is None:
+            async with self.async_session_maker() as session:
+                ids = (await session.execute(select(self.config_model.task_id).distinct())).scalars().all()
+            # a union: a config set while this was read is kept
+            self._configured = set(ids) | (self._configured or set())
+
+    async def get_info_for_dispatch(self, task_id: str) -> list:
+        if self._configured is None:
+            await self.initialize()
+        if task_id not in self._configured:
+            return []
+        return await super().get_info_for_dispatch(task_id)
+
+    async def set_info(self, task_id: str, notification_config, context):
+        await self.initialize()
+        async with self._writing:
+            self._configured.add(task_id)  # before the write: a dispatch meanwhile reads the table
+            return await super().set_info(task_id, notification_config, context)
+
+    async def delete_info(self, task_id: str, context, config_id: str | None = None) -> None:
+        await self.initialize()
+        async with self._writing:
+            await super().delete_info(task_id, context, config_id)
+            if not await super().get_info_for_dispatch(task_id):  # another owner's may remain
+                self._configured.discard(task_id)
+
+
 def open_push(engine, table: str, allowed_networks: list, retries: int, backoff_seconds: float, timeout: float):
     """(config store, sender, URL validator, close) for an agent whose tasks are in ``engine``."""
+    # Only where this process is the database's one writer (the agent's own SQLite file; replicas share PostgreSQL).
+    store_class = SQLitePushConfigStore if engine.dialect.name == "sqlite" else DatabasePushNotificationConfigStore
     with warnings.catch_warnings():
         # a2a-sdk declares a model class named PushNotificationConfigModel on its one declarative
         # base per table name; SQLAlchemy warns that the name is taken (harmless: lookups go by table)
         warnings.filterwarnings("ignore", message=".*PushNotificationConfigModel", category=SAWarning)
-        store = DatabasePushNotificationConfigStore(engine, table_name=f"{table}_push")
+        store = store_class(engine, table_name=f"{table}_push")
     http = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
     sender = RetryingPushSender(http, store, url_validator(allowed_networks), retries, backoff_seconds)
 

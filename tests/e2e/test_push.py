@@ -61,10 +61,12 @@ def send(url: str, text: str, push: dict | None = None) -> dict:
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory):
     directory = tmp_path_factory.mktemp("push")
-    (port,) = free_ports(1)
+    port, primes = free_ports(2)
     push = {"allowed_networks": ["127.0.0.0/8"], "retries": 2, "backoff_seconds": 0.1}
-    config = write_mesh(directory, {"echo": {"module": "agents.echo", "port": port}}, server={"push": push})
-    state = {"url": f"http://127.0.0.1:{port}", "config": config, "up": MeshUp(config)}
+    config = write_mesh(directory, {"echo": {"module": "agents.echo", "port": port},
+                                    "primes": {"module": "agents.primes", "port": primes}}, server={"push": push})
+    state = {"url": f"http://127.0.0.1:{port}", "primes": f"http://127.0.0.1:{primes}", "config": config,
+             "up": MeshUp(config)}
     state["up"].__enter__()
     state["up"].wait_ready()
     yield state
@@ -112,6 +114,38 @@ def test_config_crud_with_10_and_03_names(mesh):
         assert [c["pushNotificationConfig"]["id"] for c in legacy_list] == ["c2"]
     finally:
         receiver.close()
+
+
+def states(receiver: Receiver) -> list[str]:
+    return [c["body"]["statusUpdate"]["status"]["state"] for c in receiver.calls if "statusUpdate" in c["body"]]
+
+
+def test_configs_set_and_deleted_while_a_task_runs(mesh):
+    """A config added to a running task gets its next events; one deleted gets none after the delete returned.
+
+    (The agent keeps in memory which tasks have configs, so events of the others cost no lookup.)
+    """
+    kept, deleted = Receiver(), Receiver()
+    url = mesh["primes"]
+    try:
+        started = rpc(url, "SendMessage", {"message": {"role": "ROLE_USER", "messageId": "m-long", "parts": [
+            {"text": "primes below 10^11"}]}, "configuration": {"returnImmediately": True}}, V10)["result"]["task"]
+        for receiver, config_id in ((kept, "kept"), (deleted, "deleted")):
+            made = rpc(url, "CreateTaskPushNotificationConfig",
+                       {"taskId": started["id"], "id": config_id, "url": receiver.url + "/" + config_id}, V10)
+            assert made["result"]["id"] == config_id, made
+        eventually(lambda: kept.calls and deleted.calls, timeout=15, what="progress at both webhooks")
+        assert "error" not in rpc(url, "DeleteTaskPushNotificationConfig", {"taskId": started["id"], "id": "deleted"}, V10)
+        delivered = len(deleted.calls)
+        canceled = rpc(url, "CancelTask", {"id": started["id"]}, V10)
+        assert canceled["result"]["status"]["state"] == "TASK_STATE_CANCELED", canceled
+        eventually(lambda: "TASK_STATE_CANCELED" in states(kept), timeout=15, what="the canceled state at the kept webhook")
+        assert "TASK_STATE_CANCELED" not in states(deleted)
+        assert len(deleted.calls) <= delivered + 2  # at most the events already on their way when it was deleted
+        assert {c["path"] for c in kept.calls} == {"/kept"} and {c["path"] for c in deleted.calls} == {"/deleted"}
+    finally:
+        kept.close()
+        deleted.close()
 
 
 def test_a_failed_delivery_is_retried(mesh):
