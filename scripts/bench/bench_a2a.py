@@ -2,17 +2,19 @@
 
 The servers run the same echo executor in their own processes; the load comes
 from this process over loopback, with the same raw JSON-RPC client for all.
-The mesh agent runs as `mesh serve` does: hypercorn, SQLite task store, request
-log, body limit, and a2a-sdk's OpenTelemetry tracing off (the mesh's default:
-it configures no exporter). The reference is a2a-samples' helloworld shape:
-bare a2a-sdk app, in-memory store, uvicorn (HTTP/1.1 only), as installed
-(tracing on); a second reference has tracing off too, for a comparison of
-the rest on equal terms. Rounds alternate between the servers and the best
+The mesh agent runs as `mesh serve` does: hypercorn, SQLite task store, push
+notifications, request log, body limit, and the mesh's OpenTelemetry tracing
+(a span per request and per guard check, exported as JSON lines under the
+state directory); a second mesh agent runs with OTEL_SDK_DISABLED=true. The
+reference is a2a-samples' helloworld shape: bare a2a-sdk app, in-memory
+store, uvicorn (HTTP/1.1 only), as installed (a2a-sdk's tracing API on, with
+no exporter); a second reference has it off too, for a comparison of the rest
+on equal terms. Rounds alternate between the servers and the best
 round of each is kept, so drift hits all alike. Besides requests per second
 (on 2 cores the client competes with the server for CPU) each server's CPU
 time per request is read from /proc, which the client does not disturb.
 
-    .venv/bin/python scripts/bench/bench_a2a.py            # about a minute
+    .venv/bin/python scripts/bench/bench_a2a.py            # about two minutes
     .venv/bin/python scripts/bench/bench_a2a.py --quick    # a smoke run
 """
 
@@ -91,16 +93,21 @@ def main() -> None:
     rounds = 1 if args.quick else args.rounds
 
     work = Path(tempfile.mkdtemp(prefix="mesh-bench-"))
-    mesh_port, ref_port, bare_port = free_ports(3)
-    (work / "mesh.yaml").write_text(
-        f"name: bench\nstate:\n  dir: {work / 'state'}\nagents:\n  echo:\n    module: agents.echo\n    port: {mesh_port}\n")
+    mesh_port, quiet_port, ref_port, bare_port = free_ports(4)
+    for name, port in (("mesh", mesh_port), ("quiet", quiet_port)):
+        (work / f"{name}.yaml").write_text(f"name: bench\nstate:\n  dir: {work / name}-state\nagents:\n"
+                                           f"  echo:\n    module: agents.echo\n    port: {port}\n")
     mesh = start([str(ROOT / ".venv/bin/mesh"), "serve", "echo", "-c", str(work / "mesh.yaml")], mesh_port, work / "mesh.log")
+    quiet = start([str(ROOT / ".venv/bin/mesh"), "serve", "echo", "-c", str(work / "quiet.yaml")], quiet_port,
+                  work / "quiet.log", OTEL_SDK_DISABLED="true")
     reference = start([sys.executable, "-P", str(HERE / "reference_agent.py"), str(ref_port)], ref_port, work / "ref.log")
     untraced = start([sys.executable, "-P", str(HERE / "reference_agent.py"), str(bare_port)], bare_port, work / "bare.log",
                      OTEL_INSTRUMENTATION_A2A_SDK_ENABLED="false")
     targets = {
         "mesh h2c": (f"http://127.0.0.1:{mesh_port}/", True, mesh),
         "mesh http/1.1": (f"http://127.0.0.1:{mesh_port}/", False, mesh),
+        "mesh h2c, no tracing": (f"http://127.0.0.1:{quiet_port}/", True, quiet),
+        "mesh 1.1, no tracing": (f"http://127.0.0.1:{quiet_port}/", False, quiet),
         "reference": (f"http://127.0.0.1:{ref_port}/", False, reference),
         "reference, no tracing": (f"http://127.0.0.1:{bare_port}/", False, untraced),
     }
@@ -118,7 +125,7 @@ def main() -> None:
                     if figures["rps"] >= best["rps"]:
                         best["p50_ms"], best["p99_ms"] = figures["p50_ms"], figures["p99_ms"]
     finally:
-        for process in (mesh, reference, untraced):
+        for process in (mesh, quiet, reference, untraced):
             process.terminate()
             process.wait(15)
     logged = sum(1 for line in (work / "mesh.log").read_text().splitlines() if "mesh.access" in line)
