@@ -3,26 +3,13 @@
 import asyncio
 
 import pytest
-from a2a.auth.user import User
 from a2a.server.context import ServerCallContext
 from a2a.server.tasks.database_push_notification_config_store import DatabasePushNotificationConfigStore
 from a2a.types import TaskPushNotificationConfig
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from mesh.serving.push import SQLitePushConfigStore, open_push
-
-
-class Named(User):
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    @property
-    def is_authenticated(self) -> bool:
-        return True
-
-    @property
-    def user_name(self) -> str:
-        return self.name
+from tests.support.users import Named
 
 
 ALICE, BOB = ServerCallContext(user=Named("alice")), ServerCallContext(user=Named("bob"))

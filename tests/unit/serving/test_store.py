@@ -1,24 +1,11 @@
 """SQLiteTaskStore: the SDK's table and list(), with writes at once on create/settle and coalesced progress."""
 
 import pytest
-from a2a.auth.user import User
 from a2a.server.context import ServerCallContext
 from a2a.types import Artifact, ListTasksRequest, Part, Task, TaskState, TaskStatus
 
 from mesh.serving.store import SQLiteTaskStore
-
-
-class Named(User):
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    @property
-    def is_authenticated(self) -> bool:
-        return True
-
-    @property
-    def user_name(self) -> str:
-        return self.name
+from tests.support.users import Named
 
 
 def task(task_id: str, state: int, text: str | None = None) -> Task:
