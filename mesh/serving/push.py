@@ -102,9 +102,9 @@ class SQLitePushConfigStore(DatabasePushNotificationConfigStore):
 
     The SDK's sender asks the store for a task's webhooks at every event of
     every task (``get_info_for_dispatch``): on SQLite a session, a SELECT
-    through aiosqlite's thread and a rollback, about a third of the agent's CPU
-    per message/send (scripts/bench/guard_throughput.py), although most tasks
-    have none. The agent's process is the only one that writes its SQLite file
+    through aiosqlite's thread and a rollback, four times per message/send and
+    half of its CPU (scripts/bench/bench_a2a.py), although most tasks have
+    none. The agent's process is the only one that writes its SQLite file
     (as ``SQLiteTaskStore`` assumes), so it keeps the ids of the tasks that have
     configs: read once, added before a config is written, dropped when a delete
     leaves none. Events of other tasks are answered from memory; those of tasks
