@@ -357,24 +357,42 @@ class EmbeddedClassifier:
         return codes, scores
 
     def assess_many(self, texts: Sequence[str]) -> list[tuple[list[str], dict[str, float], list[dict]]]:
-        """(codes, scores, reasons) of each text: n-grams over every (sampled) window, MiniLM over the uncertain ones."""
+        """(codes, scores, reasons) of each text: n-grams over every (sampled) window, MiniLM over the uncertain ones.
+
+        Each stage runs once for all the texts (one n-gram product over every window, one
+        packed MiniLM pass over every uncertain window): per call, not per text, is where
+        most of a small batch's cost is.
+        """
         safe_index = LABELS.index(SAFE)
+        cut = [windows(text) for text in texts]
+        normals = [[normalise(text[a:b]) for a, b in spans] for text, (spans, _) in zip(texts, cut)]
+        starts = np.cumsum([0] + [len(normal) for normal in normals])
+        every_row = self.ngrams.probabilities([window for normal in normals for window in normal])
+        rows_of = [every_row[starts[k]:starts[k + 1]] for k in range(len(texts))]
+        uncertain_of = []
+        for normal, rows in zip(normals, rows_of):
+            p_safe = rows[:, safe_index]
+            uncertain = [i for i in np.argsort(p_safe) if self.low <= p_safe[i] < self.high][:MINILM_WINDOWS]
+            uncertain_of.append([int(i) for i in uncertain if normal[i].strip()])
+        deep_of: list[np.ndarray | None] = [None] * len(texts)
+        if any(uncertain_of) and self.probe is not None and self.embedder is not None:
+            deep = self.probe.probabilities(self.embedder.layer_means(
+                [normals[k][i] for k, uncertain in enumerate(uncertain_of) for i in uncertain], LAYERS))
+            taken = 0
+            for k, uncertain in enumerate(uncertain_of):
+                deep_of[k] = deep[taken:taken + len(uncertain)]
+                taken += len(uncertain)
         out = []
-        for text in texts:
-            spans, total = windows(text)
+        for text, (spans, total), rows, uncertain, deep in zip(texts, cut, rows_of, uncertain_of, deep_of):
             self.stats["texts"] += 1
             self.stats["windows"] += len(spans)
             sampled = len(spans) < total
             self.stats["sampled_texts"] += sampled
-            normal = [normalise(text[a:b]) for a, b in spans]
-            rows = self.ngrams.probabilities(normal)
+            rows = rows.copy()
             p_safe = rows[:, safe_index].copy()
             stage = np.full(len(spans), "n-grams", dtype=object)
-            uncertain = [i for i in np.argsort(p_safe) if self.low <= p_safe[i] < self.high][:MINILM_WINDOWS]
-            uncertain = [i for i in uncertain if normal[i].strip()]
-            if uncertain and self.probe is not None and self.embedder is not None:
+            if deep is not None and uncertain:
                 self.stats["minilm_windows"] += len(uncertain)
-                deep = self.probe.probabilities(self.embedder.layer_means([normal[i] for i in uncertain], LAYERS))
                 for row, i in zip(deep, uncertain):
                     rows[i] = self.mix * rows[i] + (1 - self.mix) * row
                     p_safe[i] = rows[i, safe_index]
