@@ -237,6 +237,7 @@ LONG_WINDOW = 400  # a longer sentence is read in windows of this size, overlapp
 MAX_WINDOWS = 1024  # bounded work per text: past this, the first 256, the last 256 and 512 spread between are read
 MINILM_WINDOWS = 4  # at most this many uncertain windows go to MiniLM, the least safe first
 INJECTION_SCAN_CHARS = 64_000  # the rules read the first and last half of this much of a longer text
+GROUP_WINDOWS = 2048  # windows judged together in one n-gram product (bounds the memory of a batch)
 _SENTENCE = re.compile(r"[^\n]*?(?:[.!?;]+(?=\s|$)|\n+|$)")  # a terminator counts before a space: "h.o.w" is one word
 
 
@@ -359,12 +360,27 @@ class EmbeddedClassifier:
     def assess_many(self, texts: Sequence[str]) -> list[tuple[list[str], dict[str, float], list[dict]]]:
         """(codes, scores, reasons) of each text: n-grams over every (sampled) window, MiniLM over the uncertain ones.
 
-        Each stage runs once for all the texts (one n-gram product over every window, one
-        packed MiniLM pass over every uncertain window): per call, not per text, is where
-        most of a small batch's cost is.
+        Each stage runs once for a group of texts (one n-gram product over all their windows,
+        one packed MiniLM pass over all their uncertain windows): per call, not per text, is
+        where most of a small batch's cost is. A group holds at most GROUP_WINDOWS windows (a
+        text with more is a group alone): the n-grams of 64 texts of MAX_WINDOWS windows each
+        would take about a gigabyte at once.
         """
-        safe_index = LABELS.index(SAFE)
         cut = [windows(text) for text in texts]
+        out: list[tuple[list[str], dict[str, float], list[dict]]] = []
+        start, counted = 0, 0
+        for k, (spans, _) in enumerate(cut):
+            if k > start and counted + len(spans) > GROUP_WINDOWS:
+                out += self._assess_group(texts[start:k], cut[start:k])
+                start, counted = k, 0
+            counted += len(spans)
+        if start < len(texts):
+            out += self._assess_group(texts[start:], cut[start:])
+        return out
+
+    def _assess_group(self, texts: Sequence[str], cut: list[tuple[list[tuple[int, int]], int]]) -> list:
+        """assess_many's work for one group: ``cut`` holds each text's windows (spans, total)."""
+        safe_index = LABELS.index(SAFE)
         normals = [[normalise(text[a:b]) for a, b in spans] for text, (spans, _) in zip(texts, cut)]
         starts = np.cumsum([0] + [len(normal) for normal in normals])
         every_row = self.ngrams.probabilities([window for normal in normals for window in normal])
