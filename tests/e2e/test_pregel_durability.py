@@ -160,7 +160,7 @@ async def test_an_interrupted_run_resumes_without_repeating_finished_calls(store
     assert sorted(record.vertex_id for record in records) == [*FAST, "slow"]
 
 
-async def test_a_killed_coordinator_resumes_from_its_last_checkpoint(store_location, tmp_path, request):
+async def test_a_killed_coordinator_resumes_from_its_last_checkpoint(store_location, tmp_path, request, caplog):
     """A real process runs the graph and is SIGKILLed once f1..f4 are recorded; this process resumes the run."""
     log = tmp_path / "calls.log"
     run_id = run_id_for(request) + f"-{os.getpid()}"
@@ -181,7 +181,11 @@ async def test_a_killed_coordinator_resumes_from_its_last_checkpoint(store_locat
         if child.returncode is None:
             child.kill()
         await child.wait()
-    assert child.returncode == -signal.SIGKILL
+    # Once in many runs asyncio's child watcher found the child already reaped by someone else in this worker
+    # process and reported 255 ("Unknown child process pid"); its status is then lost, not wrong: that the
+    # child died mid-run is what the log and the store say below.
+    lost = child.returncode == 255 and "Unknown child process pid" in caplog.text
+    assert child.returncode == -signal.SIGKILL or lost, child.returncode
     assert started_calls(log)[(2, "slow")] == 1 and finished_calls(log)[(2, "slow")] == 0
 
     async with open_store(store_location) as store:
