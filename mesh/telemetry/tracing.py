@@ -24,10 +24,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 TRACER_NAME = "mesh"
 _configured = False
+# One tracer object for the process: trace.get_tracer costs ~10 µs a call (it resets the warnings filters
+# and compares scope attributes under a lock), and a guarded request asked for it twice or more. Until
+# setup_tracing installs a provider it is the API's proxy, which follows the provider once there is one.
+_tracer: trace.Tracer = trace.get_tracer(TRACER_NAME)
 
 
 def tracer() -> trace.Tracer:
-    return trace.get_tracer(TRACER_NAME)
+    return _tracer
 
 
 def tracing_enabled() -> bool:
@@ -41,7 +45,7 @@ def setup_tracing(service: str, state_dir: Path | None = None, settings: Any = N
     ``keep_local``); the OTEL_EXPORTER_OTLP_* variables win over its endpoint,
     and OTEL_TRACES_SAMPLER over its sampling.
     """
-    global _configured
+    global _configured, _tracer
     if _configured or not tracing_enabled():
         return "off" if not tracing_enabled() else "already set up"
     from opentelemetry.sdk.resources import Resource
@@ -72,6 +76,7 @@ def setup_tracing(service: str, state_dir: Path | None = None, settings: Any = N
         provider.add_span_processor(BatchSpanProcessor(JsonLinesExporter(path)))
         where.append(str(path))
     trace.set_tracer_provider(provider)
+    _tracer = trace.get_tracer(TRACER_NAME)  # the installed provider's own, without the proxy's indirection
     _configured = True
     return " and ".join(where) + (f" (sampling {ratio:g})" if sampler is not None else "")
 
