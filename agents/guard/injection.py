@@ -16,6 +16,8 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from agents.guard.prefilter import Prefilter
+
 _F = re.IGNORECASE | re.DOTALL
 
 _OVERRIDE_VERB = r"(?:ignore|disregard|forget|override|overrule|bypass|skip|drop|abandon|discard|set aside|pay no attention to|do not follow|don't follow|stop following|no longer follow)"
@@ -171,8 +173,11 @@ def _readable(raw: bytes) -> str:
     return text if len(text) >= 8 and letters / len(text) > 0.85 and " " in text else ""
 
 
+_PREFILTER = Prefilter([pattern for _, pattern in RULES])  # searches only the rules whose words the text has
+
+
 def rule_hits(text: str) -> list[str]:
-    return list(dict.fromkeys(name for name, pattern in RULES if pattern.search(text)))
+    return list(dict.fromkeys(RULES[i][0] for i in _PREFILTER.candidates(text) if RULES[i][1].search(text)))
 
 
 def explain(text: str) -> list[dict]:
@@ -183,7 +188,8 @@ def explain(text: str) -> list[dict]:
     found: list[dict] = []
 
     def matches(candidate: str, within: str, label: str | None = None) -> None:
-        for name, pattern in RULES:
+        for i in _PREFILTER.candidates(candidate):
+            name, pattern = RULES[i]
             match = pattern.search(candidate)
             if match:
                 found.append({"rule": label or name, "span": [match.start(), match.end()], "within": within})
