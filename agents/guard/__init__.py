@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -209,7 +208,6 @@ class WithInjectionCheck:
 
 
 DECODE_SCAN_CHARS = 64_000  # how much of a long text is searched for encoded payloads (its first and last halves)
-_ENCODED_HINT = re.compile(r"[A-Za-z0-9+/]{20,}|(?:[0-9a-fA-F]{2}[ :]?){16,}")  # cheap test before decoding
 
 
 class Explained:
@@ -238,20 +236,21 @@ class Explained:
         return await self._with_decoded(turns, verdict)
 
     async def _with_decoded(self, turns: Sequence[Turn], verdict: Verdict) -> Verdict:
-        """``verdict`` plus the categories of text hidden as base64/hex in the last turn, classified as plain text.
+        """``verdict`` plus the categories of text hidden by an encoding in the last turn, classified as plain text.
 
         Harmful text encoded to slip past a classifier of plain text is judged
         for what it says (reasons ``within: decoded``); only the first and last
         DECODE_SCAN_CHARS of a long text are searched, so the work stays bounded.
         """
-        from agents.guard.injection import decoded_payloads, normalise
+        from agents.guard.encodings import decoded_payloads, might_hold_payload
+        from agents.guard.injection import normalise
 
         text = turns[-1].content
         if len(text) > DECODE_SCAN_CHARS:
             text = text[: DECODE_SCAN_CHARS // 2] + "\n" + text[-DECODE_SCAN_CHARS // 2:]
-        if not _ENCODED_HINT.search(text):
+        if not might_hold_payload(text):
             return verdict
-        decoded = decoded_payloads(normalise(text)[0])
+        decoded = decoded_payloads(text, normalise(text)[0])
         if not decoded:
             return verdict
         hidden = await self.inner.classify([*turns[:-1], Turn(role=turns[-1].role, content="\n".join(decoded)[:self.max_chars])])

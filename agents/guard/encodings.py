@@ -1,0 +1,128 @@
+"""Readable text hidden in a text by a common encoding: base64, base32, base85/ascii85, hex, binary, percent- and
+backslash-escapes, Morse code, and Unicode tag characters (invisible letters a model may still read).
+
+Attackers encode a payload so that a classifier of plain text reads nothing
+harmful (garak's encoding probes list these encodings). What decodes to
+readable text (mostly letters and spaces, at least 8 characters) is returned,
+to be judged like any text; what decodes to bytes or noise is not. Each
+decoder looks only at runs shaped like its encoding, so ordinary text costs a
+few regular-expression scans.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from urllib.parse import unquote
+
+__all__ = ["decoded_payloads", "might_hold_payload"]
+
+_BASE64 = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{20,}={0,2}(?![A-Za-z0-9+/=])")
+_BASE32 = re.compile(r"(?<![A-Za-z0-9+/=])[A-Z2-7]{16,}={0,6}(?![A-Za-z0-9+/=])")
+_BASE85 = re.compile(r"(?<![\w!#$%&()*+\-;<=>?@^`{|}~])[0-9A-Za-z!#$%&()*+\-;<=>?@^_`{|}~]{25,}(?![\w!#$%&()*+\-;<=>?@^`{|}~])")
+_ASCII85 = re.compile(r"<~(.{8,}?)~>", re.DOTALL)
+_HEX = re.compile(r"\b(?:[0-9a-fA-F]{2}[ :]?){16,}\b")
+_BINARY = re.compile(r"\b(?:[01]{8}[ ]?){8,}\b")
+_PERCENT = re.compile(r"(?:[^\s%]*%[0-9A-Fa-f]{2}){4,}[^\s%]*")
+_ESCAPES = re.compile(r"(?:\\u[0-9a-fA-F]{4}|\\x[0-9a-fA-F]{2}){6,}")
+# Starts with a character class, so that re skips the positions that cannot start it (a lookbehind would not).
+_MORSE = re.compile(r"[.\-]{1,7}(?: | ?/ ?)(?:[.\-]{1,7}(?: | ?/ ?)){6,}[.\-]{1,7}(?![\w.\-])")
+_TAGS = re.compile("[\U000e0020-\U000e007e]{4,}")
+_LONG_RUN = re.compile(r"\S{16,}")
+_MORSE_CODE = {
+    ".-": "a", "-...": "b", "-.-.": "c", "-..": "d", ".": "e", "..-.": "f", "--.": "g", "....": "h", "..": "i",
+    ".---": "j", "-.-": "k", ".-..": "l", "--": "m", "-.": "n", "---": "o", ".--.": "p", "--.-": "q", ".-.": "r",
+    "...": "s", "-": "t", "..-": "u", "...-": "v", ".--": "w", "-..-": "x", "-.--": "y", "--..": "z",
+    "-----": "0", ".----": "1", "..---": "2", "...--": "3", "....-": "4", ".....": "5", "-....": "6", "--...": "7",
+    "---..": "8", "----.": "9", ".-.-.-": ".", "--..--": ",", "..--..": "?", "-.-.--": "!", ".----.": "'",
+}
+
+
+def might_hold_payload(text: str) -> bool:
+    """False when no encoding below can be in ``text`` (most text): the decoders need not run."""
+    return any(_gates(text))
+
+
+def _gates(text: str) -> tuple[bool, ...]:
+    """For each family of decoders, whether the text can hold its encoding: counts and look-ups in C, a few µs, so
+    that ordinary text is not scanned by each decoder's regular expression (20-60 µs each on a paragraph)."""
+    digits = sum(map(text.count, "0123456789"))
+    return (
+        _LONG_RUN.search(text) is not None,  # base64, base32, base85: no spaces inside
+        digits >= 16,  # hex with separators: an ASCII byte's first digit is 2-7
+        text.count("0") + text.count("1") >= 64,  # binary: 8 bits a character, at least 8 characters
+        "<~" in text,
+        text.count("%") >= 4,
+        "\\u" in text or "\\x" in text,
+        text.count(".") + text.count("-") >= 8,  # Morse: eight letters of a dot or more
+        not text.isascii() and _TAGS.search(text) is not None,  # isascii is a flag of the string: free
+    )
+
+
+def decoded_payloads(text: str, normalised: str | None = None) -> list[str]:
+    """Readable text hidden in ``text`` (tag characters are read from it as sent; the encodings from ``normalised``,
+    its form with invisible and look-alike characters undone, when given)."""
+    found = [] if text.isascii() else ["".join(chr(ord(c) - 0xE0000) for c in run) for run in _TAGS.findall(text)]
+    source = text if normalised is None else normalised
+    runs, hex_pairs, bits, ascii85, percent, escapes, morse, _ = _gates(source)
+    # Their alphabets hold no whitespace: each is searched inside the few long runs without it, not over the text.
+    for run in (_LONG_RUN.findall(source) if runs else ()):
+        for match in _BASE64.finditer(run):
+            blob = match.group(0)
+            found.append(_readable(_decode(base64.b64decode, blob + "=" * (-len(blob) % 4))))
+        for match in _BASE32.finditer(run):
+            blob = match.group(0).rstrip("=")
+            found.append(_readable(_decode(base64.b32decode, blob + "=" * (-len(blob) % 8))))
+        for match in _BASE85.finditer(run):
+            if not match.group(0).isalnum():  # all letters and digits: base64's or base32's, or a long word
+                found.append(_readable(_decode(base64.b85decode, match.group(0))))
+    if hex_pairs:
+        for match in _HEX.finditer(source):
+            found.append(_readable(_decode(bytes.fromhex, re.sub(r"[ :]", "", match.group(0)))))
+    if bits:
+        for match in _BINARY.finditer(source):
+            bits_run = match.group(0).replace(" ", "")
+            found.append(_readable(int(bits_run, 2).to_bytes(len(bits_run) // 8, "big") if len(bits_run) % 8 == 0 else b""))
+    if ascii85:
+        for match in _ASCII85.finditer(source):
+            found.append(_readable(_decode(base64.a85decode, re.sub(r"\s", "", match.group(1)))))
+    if percent:
+        for match in _PERCENT.finditer(source):
+            found.append(_readable(_decode(lambda run: unquote(run, errors="strict").encode("utf-8"), match.group(0))))
+    if escapes:
+        for match in _ESCAPES.finditer(source):
+            found.append(_readable(_escapes(match.group(0)).encode("utf-8")))
+    if morse:
+        for match in _MORSE.finditer(source):
+            found.append(_readable(_morse(match.group(0)).encode("ascii")))
+    return list(dict.fromkeys(f for f in found if f and _readable_text(f)))
+
+
+def _decode(decoder, *args) -> bytes:
+    try:
+        return decoder(*args) or b""
+    except (binascii.Error, ValueError, UnicodeError, OverflowError):
+        return b""
+
+
+def _escapes(run: str) -> str:
+    return re.sub(r"\\u([0-9a-fA-F]{4})|\\x([0-9a-fA-F]{2})", lambda m: chr(int(m.group(1) or m.group(2), 16)), run)
+
+
+def _morse(run: str) -> str:
+    words = re.split(r"\s*/\s*", run.strip())
+    return " ".join("".join(_MORSE_CODE.get(letter, "") for letter in word.split()) for word in words)
+
+
+def _readable(raw: bytes) -> str:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return ""
+    return text if _readable_text(text) else ""
+
+
+def _readable_text(text: str) -> bool:
+    letters = sum(c.isalpha() or c.isspace() for c in text)
+    return len(text) >= 8 and letters / len(text) > 0.85 and " " in text
