@@ -21,10 +21,11 @@ __all__ = ["decoded_payloads", "might_hold_payload"]
 _BASE64 = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{20,}={0,2}(?![A-Za-z0-9+/=])")
 _BASE32 = re.compile(r"(?<![A-Za-z0-9+/=])[A-Z2-7]{16,}={0,6}(?![A-Za-z0-9+/=])")
 _BASE85 = re.compile(r"(?<![\w!#$%&()*+\-;<=>?@^`{|}~])[0-9A-Za-z!#$%&()*+\-;<=>?@^_`{|}~]{25,}(?![\w!#$%&()*+\-;<=>?@^`{|}~])")
-_ASCII85 = re.compile(r"<~(.{8,}?)~>", re.DOTALL)
+_ASCII85 = re.compile(r"<~([!-uz\s]{8,})~>")  # its alphabet only, so a "<~" never scans past the next "~"
 _HEX = re.compile(r"\b(?:[0-9a-fA-F]{2}[ :]?){16,}\b")
 _BINARY = re.compile(r"\b(?:[01]{8}[ ]?){8,}\b")
-_PERCENT = re.compile(r"(?:[^\s%]*%[0-9A-Fa-f]{2}){4,}[^\s%]*")
+# Possessive runs, started only where a run starts: linear in the text (a plain [^\s%]* here is quadratic).
+_PERCENT = re.compile(r"(?<![^\s%])[^\s%]*+(?:%[0-9A-Fa-f]{2}[^\s%]*+){4,}")
 _ESCAPES = re.compile(r"(?:\\u[0-9a-fA-F]{4}|\\x[0-9a-fA-F]{2}){6,}")
 # Starts with a character class, so that re skips the positions that cannot start it (a lookbehind would not).
 _MORSE = re.compile(r"[.\-]{1,7}(?: | ?/ ?)(?:[.\-]{1,7}(?: | ?/ ?)){6,}[.\-]{1,7}(?![\w.\-])")

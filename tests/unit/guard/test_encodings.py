@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import signal
 import urllib.parse
 import uuid
 
@@ -67,3 +68,29 @@ def test_decoding_reads_tag_characters_from_the_text_as_sent_and_the_rest_from_i
     zero_width_base64 = "\u200b".join(ENCODED["base64"][i:i + 7] for i in range(0, len(ENCODED["base64"]), 7))
     assert decoded_payloads("hello " + hidden, normalised="hello ") == [ATTACK]
     assert decoded_payloads(zero_width_base64, normalised=ENCODED["base64"]) == [ATTACK]
+
+
+@pytest.mark.parametrize("hostile", [
+    "a" * 200_000 + "%41%41%41 %",  # a long run and percent-escapes that never make a match
+    "A" * 200_000 + "====",
+    "4a" * 100_000 + "Z",
+    "01010101 " * 22_000 + "2",
+    "-" * 200_000,
+    ". -" * 66_000 + "x",
+    "\\u0041" * 33_000 + "\\u00",
+    "<~" * 100_000,
+], ids=["percent", "base64", "hex", "binary", "dashes", "morse", "escapes", "ascii85"])
+def test_hostile_input_costs_time_linear_in_its_length(hostile):
+    # Not a speed test: each takes well under a second; a decoder that backtracks quadratically (as the first
+    # percent-escape pattern did: a 20,000-character run took 1.6 s, so 200,000 would take minutes) hits the alarm.
+    def too_slow(*_):
+        raise TimeoutError("decoding took over 20 s: a pattern backtracks quadratically")
+
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(20)
+    try:
+        decoded_payloads(hostile)
+        scan(hostile)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
