@@ -1,19 +1,26 @@
 """Readable text hidden in a text by a common encoding: base64, base32, base85/ascii85, hex, binary, percent- and
-backslash-escapes, Morse code, and Unicode tag characters (invisible letters a model may still read).
+backslash-escapes, Morse code, Unicode tag characters (invisible letters a model may still read), and ROT13,
+reversed or leetspeak English.
 
 Attackers encode a payload so that a classifier of plain text reads nothing
 harmful (garak's encoding probes list these encodings). What decodes to
 readable text (mostly letters and spaces, at least 8 characters) is returned,
 to be judged like any text; what decodes to bytes or noise is not. Each
 decoder looks only at runs shaped like its encoding, so ordinary text costs a
-few regular-expression scans.
+few regular-expression scans. ROT13, reversal and leetspeak turn any text into
+letters, so they count only when the undone text reads as English and the text
+did not (the share of their words in MiniLM's word list); padding the text
+with English defeats that, as it does the embedded classifier's n-grams.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import json
 import re
+import string
 from urllib.parse import unquote
 
 __all__ = ["decoded_payloads", "might_hold_payload"]
@@ -31,6 +38,12 @@ _ESCAPES = re.compile(r"(?:\\u[0-9a-fA-F]{4}|\\x[0-9a-fA-F]{2}){6,}")
 _MORSE = re.compile(r"[.\-]{1,7}(?: | ?/ ?)(?:[.\-]{1,7}(?: | ?/ ?)){6,}[.\-]{1,7}(?![\w.\-])")
 _TAGS = re.compile("[\U000e0020-\U000e007e]{4,}")
 _LONG_RUN = re.compile(r"\S{16,}")
+_WORD = re.compile(r"[a-z]{2,}")
+_ROT13 = str.maketrans(string.ascii_lowercase + string.ascii_uppercase,
+                       string.ascii_lowercase[13:] + string.ascii_lowercase[:13] + string.ascii_uppercase[13:] + string.ascii_uppercase[:13])
+_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "@": "a", "$": "s"})
+ENGLISH_ABOVE = 0.75  # a rewriting undone is English when this share of its words is in the word list...
+ENGLISH_GAIN = 0.25  # ...and this much more than of the text as it came (leetspeak keeps some words whole)
 _MORSE_CODE = {
     ".-": "a", "-...": "b", "-.-.": "c", "-..": "d", ".": "e", "..-.": "f", "--.": "g", "....": "h", "..": "i",
     ".---": "j", "-.-": "k", ".-..": "l", "--": "m", "-.": "n", "---": "o", ".--.": "p", "--.-": "q", ".-.": "r",
@@ -97,7 +110,39 @@ def decoded_payloads(text: str, normalised: str | None = None) -> list[str]:
     if morse:
         for match in _MORSE.finditer(source):
             found.append(_readable(_morse(match.group(0)).encode("ascii")))
+    found += _undone_rewritings(source)
     return list(dict.fromkeys(f for f in found if f and _readable_text(f)))
+
+
+def _undone_rewritings(text: str) -> list[str]:
+    """The text with ROT13, reversal or leetspeak undone, when that makes it read as English and it did not before."""
+    before = english_share(text)
+    if before > 1 - ENGLISH_GAIN or not _english_words():  # no undoing could then gain enough
+        return []
+    candidates = (text.translate(_ROT13), text[::-1], text.translate(_LEET))
+    return [candidate for candidate in candidates if english_share(candidate) >= max(ENGLISH_ABOVE, before + ENGLISH_GAIN)]
+
+
+def english_share(text: str) -> float:
+    """The share of the first 80 words (runs of two or more letters, lower-cased) that are English words; 1.0 under
+    4 words (too few to tell: left as they are)."""
+    words = _WORD.findall(text[:800].lower())[:80]
+    if len(words) < 4:
+        return 1.0
+    known = _english_words()
+    return sum(word in known for word in words) / len(words)
+
+
+@functools.cache
+def _english_words() -> frozenset[str]:
+    """Whole words of MiniLM's WordPiece vocabulary (about 21,700 English words); empty when it is not installed."""
+    from mesh.ml.embed import model_dir
+
+    path = model_dir()
+    if path is None:
+        return frozenset()
+    vocab = json.loads((path / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
+    return frozenset(word for word in vocab if len(word) >= 2 and word.isascii() and word.isalpha())
 
 
 def _decode(decoder, *args) -> bytes:
