@@ -23,7 +23,7 @@ import re
 import string
 from urllib.parse import unquote
 
-__all__ = ["decoded_payloads", "might_hold_payload"]
+__all__ = ["decoded_payloads", "english_share", "might_hold_payload"]
 
 _BASE64 = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{20,}={0,2}(?![A-Za-z0-9+/=])")
 _BASE32 = re.compile(r"(?<![A-Za-z0-9+/=])[A-Z2-7]{16,}={0,6}(?![A-Za-z0-9+/=])")
@@ -38,7 +38,7 @@ _ESCAPES = re.compile(r"(?:\\u[0-9a-fA-F]{4}|\\x[0-9a-fA-F]{2}){6,}")
 _MORSE = re.compile(r"[.\-]{1,7}(?: | ?/ ?)(?:[.\-]{1,7}(?: | ?/ ?)){6,}[.\-]{1,7}(?![\w.\-])")
 _TAGS = re.compile("[\U000e0020-\U000e007e]{4,}")
 _LONG_RUN = re.compile(r"\S{16,}")
-_WORD = re.compile(r"[a-z]{2,}")
+_WORD = re.compile(r"[a-z0-9@$]*[a-z][a-z0-9@$]*[a-z][a-z0-9@$]*")  # two letters or more, leetspeak's digits within
 _ROT13 = str.maketrans(string.ascii_lowercase + string.ascii_uppercase,
                        string.ascii_lowercase[13:] + string.ascii_lowercase[:13] + string.ascii_uppercase[13:] + string.ascii_uppercase[:13])
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "@": "a", "$": "s"})
@@ -55,7 +55,7 @@ _MORSE_CODE = {
 
 def might_hold_payload(text: str) -> bool:
     """False when no encoding below can be in ``text`` (most text): the decoders need not run."""
-    return any(_gates(text))
+    return any(_gates(text)) or english_share(text) <= 1 - ENGLISH_GAIN
 
 
 def _gates(text: str) -> tuple[bool, ...]:
@@ -124,8 +124,8 @@ def _undone_rewritings(text: str) -> list[str]:
 
 
 def english_share(text: str) -> float:
-    """The share of the first 80 words (runs of two or more letters, lower-cased) that are English words; 1.0 under
-    4 words (too few to tell: left as they are)."""
+    """The share of the first 80 words (lower-cased, with two letters or more: "b0mb" is a word, and not English) that
+    are English words; 1.0 under 4 words (too few to tell: left as they are)."""
     words = _WORD.findall(text[:800].lower())[:80]
     if len(words) < 4:
         return 1.0
