@@ -106,7 +106,7 @@ def decoded_payloads(text: str, normalised: str | None = None) -> list[str]:
             found.append(_readable(_decode(lambda run: unquote(run, errors="strict").encode("utf-8"), match.group(0))))
     if escapes:
         for match in _ESCAPES.finditer(source):
-            found.append(_readable(_escapes(match.group(0)).encode("utf-8")))
+            found.append(_readable(_decode(lambda run: _escapes(run).encode("utf-8"), match.group(0))))  # lone surrogates
     if morse:
         for match in _MORSE.finditer(source):
             found.append(_readable(_morse(match.group(0)).encode("ascii")))
@@ -141,7 +141,10 @@ def _english_words() -> frozenset[str]:
     path = model_dir()
     if path is None:
         return frozenset()
-    vocab = json.loads((path / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
+    try:
+        vocab = json.loads((path / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
+    except (OSError, ValueError, KeyError, TypeError):  # a damaged install: no read-back, never a failed check
+        return frozenset()
     return frozenset(word for word in vocab if len(word) >= 2 and word.isascii() and word.isalpha())
 
 

@@ -72,8 +72,9 @@ def test_text_that_reads_as_it_is_or_not_at_all_is_not_rewritten(honest):
     "- item one\n- item two\n- item three ... -- -- -- . . . -",
     "0 1 0 1 1 0 0 1 10110011 0110",
     "Normal text with a thumbs up 👍 and a flag 🏳️‍🌈 and an accent: café.",
+    "A log line with escaped halves of pairs: " + "\\ud800" * 8 + " and bad percent-escapes %ff%fe%fd%fc.",
 ], ids=["markdown-table", "percent-and-dashes", "digests-and-random-bytes", "windows-path", "dashes-and-dots",
-        "short-bits", "emoji"])
+        "short-bits", "emoji", "lone-surrogates-and-bad-utf8"])
 def test_ordinary_text_decodes_to_nothing(honest):
     assert decoded_payloads(honest) == []
     assert "obfuscated:encoded" not in scan(honest).hits
