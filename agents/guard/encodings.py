@@ -8,9 +8,8 @@ readable text (mostly letters and spaces, at least 8 characters) is returned,
 to be judged like any text; what decodes to bytes or noise is not. Each
 decoder looks only at runs shaped like its encoding, so ordinary text costs a
 few regular-expression scans. ROT13, reversal and leetspeak turn any text into
-letters, so they count only when the undone text reads as English and the text
-did not (the share of their words in MiniLM's word list); padding the text
-with English defeats that, as it does the embedded classifier's n-grams.
+letters, so they count only when the undone sentence reads as English and the
+sentence did not (the share of their words in MiniLM's word list).
 """
 
 from __future__ import annotations
@@ -38,6 +37,8 @@ _ESCAPES = re.compile(r"(?:\\u[0-9a-fA-F]{4}|\\x[0-9a-fA-F]{2}){6,}")
 _MORSE = re.compile(r"[.\-]{1,7}(?: | ?/ ?)(?:[.\-]{1,7}(?: | ?/ ?)){6,}[.\-]{1,7}(?![\w.\-])")
 _TAGS = re.compile("[\U000e0020-\U000e007e]{4,}")
 _LONG_RUN = re.compile(r"\S{16,}")
+_SEGMENT = re.compile(r"[.!?:;]\s+|\n+")  # sentences and lines (a class first: re skips to it; a lookbehind would not)
+MAX_SEGMENTS = 100
 _WORD = re.compile(r"[a-z0-9@$]*[a-z][a-z0-9@$]*[a-z][a-z0-9@$]*")  # two letters or more, leetspeak's digits within
 _ROT13 = str.maketrans(string.ascii_lowercase + string.ascii_uppercase,
                        string.ascii_lowercase[13:] + string.ascii_lowercase[:13] + string.ascii_uppercase[13:] + string.ascii_uppercase[:13])
@@ -55,7 +56,7 @@ _MORSE_CODE = {
 
 def might_hold_payload(text: str) -> bool:
     """False when no encoding below can be in ``text`` (most text): the decoders need not run."""
-    return any(_gates(text)) or english_share(text) <= 1 - ENGLISH_GAIN
+    return any(_gates(text)) or bool(_undone_rewritings(text))
 
 
 def _gates(text: str) -> tuple[bool, ...]:
@@ -115,18 +116,36 @@ def decoded_payloads(text: str, normalised: str | None = None) -> list[str]:
 
 
 def _undone_rewritings(text: str) -> list[str]:
-    """The text with ROT13, reversal or leetspeak undone, when that makes it read as English and it did not before."""
-    before = english_share(text)
-    if before > 1 - ENGLISH_GAIN or not _english_words():  # no undoing could then gain enough
+    """The text's sentences with ROT13, reversal or leetspeak undone where that makes one that did not read as English
+    read as English; one payload a rewriting (sentence by sentence, so that English around a rewritten sentence does
+    not hide it)."""
+    if not _english_words():
         return []
-    candidates = (text.translate(_ROT13), text[::-1], text.translate(_LEET))
-    return [candidate for candidate in candidates if english_share(candidate) >= max(ENGLISH_ABOVE, before + ENGLISH_GAIN)]
+    segments = _SEGMENT.split(text)
+    if len(segments) > 2 * MAX_SEGMENTS:  # bounded work: the first and the last ones
+        segments = segments[:MAX_SEGMENTS] + segments[-MAX_SEGMENTS:]
+    undone: dict[str, list[str]] = {}
+    for segment in segments:
+        if len(segment) < 11:  # under four words of two letters or more
+            continue
+        before = english_share(segment)
+        if before > 1 - ENGLISH_GAIN:  # reads as English (or too short to tell): no undoing could gain enough
+            continue
+        for name, candidate in (("rot13", segment.translate(_ROT13)), ("reversed", segment[::-1]),
+                                ("leet", segment.translate(_LEET))):
+            if english_share(candidate) >= max(ENGLISH_ABOVE, before + ENGLISH_GAIN):
+                undone.setdefault(name, []).append(candidate.strip())
+    return [" ".join(parts) for parts in undone.values()]
 
 
 def english_share(text: str) -> float:
     """The share of the first 80 words (lower-cased, with two letters or more: "b0mb" is a word, and not English) that
     are English words; 1.0 under 4 words (too few to tell: left as they are)."""
-    words = _WORD.findall(text[:800].lower())[:80]
+    return _share(text[:800].lower())
+
+
+def _share(lowered: str) -> float:
+    words = _WORD.findall(lowered, 0, 800)[:80]
     if len(words) < 4:
         return 1.0
     known = _english_words()
