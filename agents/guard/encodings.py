@@ -85,32 +85,32 @@ def decoded_payloads(text: str, normalised: str | None = None) -> list[str]:
     for run in (_LONG_RUN.findall(source) if runs else ()):
         for match in _BASE64.finditer(run):
             blob = match.group(0)
-            found.append(_readable(_decode(base64.b64decode, blob + "=" * (-len(blob) % 4))))
+            found.append(_utf8(_decode(base64.b64decode, blob + "=" * (-len(blob) % 4))))
         for match in _BASE32.finditer(run):
             blob = match.group(0).rstrip("=")
-            found.append(_readable(_decode(base64.b32decode, blob + "=" * (-len(blob) % 8))))
+            found.append(_utf8(_decode(base64.b32decode, blob + "=" * (-len(blob) % 8))))
         for match in _BASE85.finditer(run):
             if not match.group(0).isalnum():  # all letters and digits: base64's or base32's, or a long word
-                found.append(_readable(_decode(base64.b85decode, match.group(0))))
+                found.append(_utf8(_decode(base64.b85decode, match.group(0))))
     if hex_pairs:
         for match in _HEX.finditer(source):
-            found.append(_readable(_decode(bytes.fromhex, re.sub(r"[ :]", "", match.group(0)))))
+            found.append(_utf8(_decode(bytes.fromhex, re.sub(r"[ :]", "", match.group(0)))))
     if bits:
         for match in _BINARY.finditer(source):
             bits_run = match.group(0).replace(" ", "")
-            found.append(_readable(int(bits_run, 2).to_bytes(len(bits_run) // 8, "big") if len(bits_run) % 8 == 0 else b""))
+            found.append(_utf8(int(bits_run, 2).to_bytes(len(bits_run) // 8, "big")))  # whole octets, by the pattern
     if ascii85:
         for match in _ASCII85.finditer(source):
-            found.append(_readable(_decode(base64.a85decode, re.sub(r"\s", "", match.group(1)))))
+            found.append(_utf8(_decode(base64.a85decode, re.sub(r"\s", "", match.group(1)))))
     if percent:
         for match in _PERCENT.finditer(source):
-            found.append(_readable(_decode(lambda run: unquote(run, errors="strict").encode("utf-8"), match.group(0))))
+            found.append(_unquoted(match.group(0)))
     if escapes:
         for match in _ESCAPES.finditer(source):
-            found.append(_readable(_decode(lambda run: _escapes(run).encode("utf-8"), match.group(0))))  # lone surrogates
+            found.append(_utf8(_decode(lambda run: _escapes(run).encode("utf-8"), match.group(0))))  # lone surrogates
     if morse:
         for match in _MORSE.finditer(source):
-            found.append(_readable(_morse(match.group(0)).encode("ascii")))
+            found.append(_morse(match.group(0)))
     found += _undone_rewritings(source)
     return list(dict.fromkeys(f for f in found if f and _readable_text(f)))
 
@@ -141,11 +141,7 @@ def _undone_rewritings(text: str) -> list[str]:
 def english_share(text: str) -> float:
     """The share of the first 80 words (lower-cased, with two letters or more: "b0mb" is a word, and not English) that
     are English words; 1.0 under 4 words (too few to tell: left as they are)."""
-    return _share(text[:800].lower())
-
-
-def _share(lowered: str) -> float:
-    words = _WORD.findall(lowered, 0, 800)[:80]
+    words = _WORD.findall(text[:800].lower())[:80]
     if len(words) < 4:
         return 1.0
     known = _english_words()
@@ -183,12 +179,18 @@ def _morse(run: str) -> str:
     return " ".join("".join(_MORSE_CODE.get(letter, "") for letter in word.split()) for word in words)
 
 
-def _readable(raw: bytes) -> str:
+def _utf8(raw: bytes) -> str:
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
         return ""
-    return text if _readable_text(text) else ""
+
+
+def _unquoted(run: str) -> str:
+    try:
+        return unquote(run, errors="strict")
+    except UnicodeDecodeError:
+        return ""
 
 
 def _readable_text(text: str) -> bool:

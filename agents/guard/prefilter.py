@@ -56,8 +56,7 @@ class Prefilter:
     """Searches only the patterns that can match: one pass over the text finds every string the patterns need."""
 
     def __init__(self, patterns: Sequence[re.Pattern[str]]) -> None:
-        self.patterns = list(patterns)
-        self.needs = [literal_sets(p) for p in self.patterns]
+        self.needs = [literal_sets(p) for p in patterns]
         strings = sorted({s for sets in self.needs for one in sets for s in one})
         # One regular expression over the folded text, a trie of all the strings, tried at every position inside
         # a lookahead (so overlapping strings are all found); it takes the longest string at a position, and the
